@@ -11,7 +11,6 @@ those of the input; an op at 0 is skipped, so it is the exact identity too.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -20,38 +19,7 @@ import numpy as np
 from monet_cli import colorspaces as cs
 from monet_cli import operations as ops
 from monet_cli.catalog import catalog
-from monet_cli.errors import PlanError
-
-
-def validate_adjustments(adjustments: dict, *, source: str = "plan") -> dict[str, float]:
-    """Check names and values; return a clean ``{op: float}`` without zero values.
-
-    Raises :class:`PlanError` naming the first bad entry: an unknown op (with the closest
-    known name), a value that is not a number (strings, booleans, NaN, Inf), or a value
-    outside the op's range.
-    """
-    if not isinstance(adjustments, dict):
-        raise PlanError(f"{source}: adjustments must be an object of op: value, not {type(adjustments).__name__}")
-    cat = catalog().ops
-    clean: dict[str, float] = {}
-    for name, value in adjustments.items():
-        if name not in cat:
-            import difflib
-
-            close = difflib.get_close_matches(str(name), list(cat), n=1)
-            hint = f" (did you mean {close[0]}?)" if close else " (see `monet ops`)"
-            raise PlanError(f"{source}: unknown operation {name!r}{hint}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise PlanError(f"{source}: {name} must be a number, got {value!r}")
-        v = float(value)
-        if not math.isfinite(v):
-            raise PlanError(f"{source}: {name} must be a finite number, got {value!r}")
-        op = cat[name]
-        if not op.min <= v <= op.max:
-            raise PlanError(f"{source}: {name} = {value} is outside [{op.min:g}, {op.max:g}]")
-        if v != 0.0:
-            clean[name] = v
-    return clean
+from monet_cli.plan import validate_values
 
 
 @dataclass(frozen=True)
@@ -177,7 +145,7 @@ def run_program(program: Program, src: np.ndarray, in_space: cs.ColorSpace, out_
 
 def render_linear(rgb: np.ndarray, adjustments: dict) -> np.ndarray:
     """Render working-space linear float RGB ``(H, W, 3)`` → the same (float32). For planners."""
-    program = compile_program(validate_adjustments(adjustments))
+    program = compile_program(validate_values(adjustments))
     if program.is_identity:
         return np.asarray(rgb, dtype=np.float32)
     return run_program(program, np.asarray(rgb, dtype=np.float32), cs.WORKING, cs.WORKING, np.float32)
@@ -189,7 +157,20 @@ def render_pixels(pixels: np.ndarray, adjustments: dict, in_space: cs.ColorSpace
     with ``out_dtype`` (default: the same). Identity plans return the input unchanged."""
     out_space = out_space or in_space
     out_dtype = np.dtype(out_dtype or pixels.dtype)
-    program = compile_program(validate_adjustments(adjustments))
+    program = compile_program(validate_values(adjustments))
     if program.is_identity and out_space == in_space and out_dtype == pixels.dtype:
         return pixels
     return run_program(program, pixels, in_space, out_space, out_dtype)
+
+
+def render_image(image, adjustments: dict, *, colorspace: cs.ColorSpace | None = None, dtype=None):
+    """Render an :class:`~monet_cli.images.Image`; returns a new Image (same size, upright).
+
+    ``colorspace`` and ``dtype`` choose the output encoding (default: the input's).
+    """
+    from monet_cli.images import Image
+
+    out_space = colorspace or image.colorspace
+    pixels = render_pixels(image.pixels, adjustments, image.colorspace, out_space, dtype)
+    return Image(pixels=pixels, colorspace=out_space, format=image.format, source=None,
+                 icc_profile=image.icc_profile if out_space == image.colorspace else None)

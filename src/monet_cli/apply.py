@@ -1,0 +1,115 @@
+"""Apply a plan to a photo: read, render at full resolution and bit depth, write atomically.
+
+Output rules (each overridable):
+
+* file: ``<stem>.monet.<ext>`` beside the input; RAW inputs give ``.tif``;
+* depth: 16-bit TIFF for RAW and integer TIFF inputs, 32-bit float for float TIFFs (they may
+  hold values beyond white); JPEG is 8-bit; PNG keeps the input's depth;
+* colour space: the input's (its ICC profile, or sRGB when untagged); RAW becomes 16-bit
+  ProPhoto RGB, or sRGB when written as JPEG/PNG. The output embeds a matching ICC profile.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from monet_cli import colorspaces as cs
+from monet_cli.errors import OutputError, UsageError
+from monet_cli.plan import Plan
+
+DEPTHS = {8: np.uint8, 16: np.uint16, 32: np.float32}
+
+
+@dataclass
+class ApplyResult:
+    source: Path
+    output: Path
+    width: int
+    height: int
+    bit_depth: int
+    colorspace: str
+    adjustments: dict
+    seconds: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"source": str(self.source), "output": str(self.output), "width": self.width,
+                "height": self.height, "bit_depth": self.bit_depth, "colorspace": self.colorspace,
+                "adjustments": self.adjustments, "seconds": {k: round(v, 4) for k, v in self.seconds.items()}}
+
+
+def default_output_path(photo) -> Path:
+    """``IMG_0042.CR2`` → ``IMG_0042.monet.tif``; ``a.jpg`` → ``a.monet.jpg``."""
+    from monet_cli.images import is_raw
+
+    p = Path(photo)
+    ext = ".tif" if is_raw(p) else p.suffix.lower()
+    return p.with_name(f"{p.stem}.monet{ext}")
+
+
+def output_encoding(image, out_path: Path, *, colorspace: str | None = None, depth: int | None = None):
+    """The (ColorSpace, numpy dtype) an output at ``out_path`` gets (module docstring rules)."""
+    from monet_cli.images import output_format_for
+
+    fmt = output_format_for(out_path)
+    src_bits = image.bit_depth
+    if depth is None:
+        if fmt == "jpeg":
+            depth = 8
+        elif fmt == "png":
+            depth = 16 if src_bits >= 16 else 8
+        else:
+            depth = 32 if src_bits == 32 else 16
+    if depth not in DEPTHS:
+        raise UsageError(f"--depth must be 8, 16 or 32, not {depth}")
+    if fmt == "jpeg" and depth != 8:
+        raise UsageError("JPEG output is 8-bit only; use .tif or .png for 16-bit")
+    if fmt == "png" and depth == 32:
+        raise UsageError("PNG output is 8- or 16-bit; use .tif for 32-bit float")
+    if colorspace is not None:
+        try:
+            space = cs.get(colorspace)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    elif image.format == "raw":
+        space = cs.PROPHOTO if fmt == "tiff" else cs.SRGB
+    else:
+        space = image.colorspace
+    return space, np.dtype(DEPTHS[depth])
+
+
+def check_output(photo: Path, out: Path, overwrite: bool) -> None:
+    """Refuse to write over the input, or over an existing output without ``overwrite``."""
+    if out.exists() and photo.exists() and out.resolve() == photo.resolve():
+        raise OutputError("refusing to overwrite the input photo; choose another -o", path=out)
+    if out.is_dir():
+        raise OutputError("output is a directory; give a file name", path=out)
+    if out.exists() and not overwrite:
+        raise OutputError("output exists; use --force to overwrite it", path=out)
+
+
+def apply_plan(photo, plan: Plan, out=None, *, overwrite: bool = False, colorspace: str | None = None,
+               depth: int | None = None) -> ApplyResult:
+    """Render ``plan`` onto ``photo`` and write it to ``out`` (default :func:`default_output_path`)."""
+    from monet_cli.images import read_image, write_image
+    from monet_cli.render import render_image
+
+    photo = Path(photo)
+    out = Path(out) if out is not None else default_output_path(photo)
+    check_output(photo, out, overwrite)
+    t0 = time.perf_counter()
+    image = read_image(photo)
+    t1 = time.perf_counter()
+    space, dtype = output_encoding(image, out, colorspace=colorspace, depth=depth)
+    adjustments = plan.adjustments
+    result = render_image(image, adjustments, colorspace=space, dtype=dtype)
+    result.source = None
+    t2 = time.perf_counter()
+    write_image(out, result, overwrite=overwrite)
+    t3 = time.perf_counter()
+    return ApplyResult(source=photo, output=out, width=image.width, height=image.height,
+                       bit_depth=result.bit_depth, colorspace=space.name, adjustments=adjustments,
+                       seconds={"read": t1 - t0, "render": t2 - t1, "write": t3 - t2, "total": t3 - t0})
