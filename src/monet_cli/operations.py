@@ -36,7 +36,8 @@ CONTRAST_SLOPE = 1.4  # ±100 → slope at middle grey ×1.4 or ÷1.4 in stops
 HIGHLIGHTS_EV, HIGHLIGHTS_CENTRE, HIGHLIGHTS_RADIUS = 0.8, 1.6, 1.7
 SHADOWS_EV, SHADOWS_CENTRE, SHADOWS_RADIUS = 1.2, -3.0, 2.6
 WHITES_EV, WHITES_FROM = 0.7, 0.0  # ramps in from middle grey to diffuse white, then stays
-BLACKS_LEVEL, BLACKS_RANGE = 0.02, 0.045  # ±100 → ±0.02 at Y = 0, fading out at Y = 0.045
+BLACKS_LEVEL, BLACKS_RANGE = 0.02, 0.045  # +100 → +0.02 at Y = 0, fading out at Y = 0.045
+BLACKS_TOE, BLACKS_TOE_WIDTH = 1.0, 2.0  # −100 → toe slope 2 in stops below Y = 0.045
 TEMPERATURE_MIRED = 75.0  # ±100 → ±75 mired
 TINT_DUV = 0.02  # ±100 → ∓0.02 Duv (positive = magenta, below the Planckian locus)
 HUE_DEGREES = 30.0  # ±100 → ±30° rotation of the chroma about the neutral axis
@@ -146,17 +147,24 @@ def whites_curve(Y: np.ndarray, value: float) -> np.ndarray:
 
 
 def blacks_crush_curve(Y: np.ndarray, value: float) -> np.ndarray:
-    """Negative Blacks: ``Y' = max(0, Y + β·(1 − Y/0.045)²)`` for Y < 0.045, ``β = 0.02·value/100 < 0``.
+    """Negative Blacks: a toe that deepens the darkest tones, smoothly and never clipping.
 
-    Pulls the darkest tones down to black (hue kept, via the luminance ratio). Identity for
-    value ≥ 0 (positive Blacks is :func:`blacks_pedestal`).
+    With ``z = x − x_b`` the stops below ``x_b = log2(0.045/0.18) = −2`` and ``a = value/100``
+    (negative), ``x' = x + a·φ(z)`` where ``φ = z²/4`` for ``−2 < z < 0`` and ``φ = −z − 1``
+    below: slope ``1 − a·z/2 ≥ 1`` in stops, so the curve stays strictly monotone and at −100
+    the deep shadows fall twice as fast as the input (a power toe of exponent 2). Identity
+    for value ≥ 0 (positive Blacks is :func:`blacks_pedestal`).
     """
     Y = np.asarray(Y, dtype=np.float64)
     if value >= 0:
         return Y
-    beta = BLACKS_LEVEL * value / 100.0
-    fade = np.clip(1.0 - Y / BLACKS_RANGE, 0.0, None) ** 2
-    return np.maximum(Y + beta * fade, 0.0)
+    a = value / 100.0 * BLACKS_TOE
+    z = _stops(Y) - np.log2(BLACKS_RANGE / GREY)
+    w = BLACKS_TOE_WIDTH
+    with np.errstate(invalid="ignore"):
+        phi = np.where(z >= 0, 0.0, np.where(z > -w, z * z / (2 * w), -z - w / 2))
+    out = _from_stops(_stops(Y) + a * phi)
+    return np.where(Y > 0, out, 0.0)
 
 
 def blacks_pedestal(Y: np.ndarray, value: float) -> np.ndarray:
