@@ -106,7 +106,6 @@ def apply_plan(photo, plan: Plan, out=None, *, overwrite: bool = False, colorspa
     space, dtype = output_encoding(image, out, colorspace=colorspace, depth=depth)
     adjustments = plan.adjustments
     result = render_image(image, adjustments, colorspace=space, dtype=dtype)
-    result.source = None
     t2 = time.perf_counter()
     write_image(out, result, overwrite=overwrite)
     t3 = time.perf_counter()

@@ -112,7 +112,7 @@ class TransferFunction:
     def decode(self, x: np.ndarray) -> np.ndarray:
         """Encoded value → linear light (float64 in, float64 out; odd extension below 0)."""
         x = np.asarray(x, dtype=np.float64)
-        s, ax = np.sign(x), np.abs(x)
+        s, ax = np.where(x < 0, -1.0, 1.0), np.abs(x)
         if self.table is not None:
             t = np.asarray(self.table)
             grid = np.linspace(0.0, 1.0, t.size)
@@ -128,7 +128,7 @@ class TransferFunction:
     def encode(self, y: np.ndarray) -> np.ndarray:
         """Linear light → encoded value, the exact inverse of :meth:`decode`."""
         y = np.asarray(y, dtype=np.float64)
-        s, ay = np.sign(y), np.abs(y)
+        s, ay = np.where(y < 0, -1.0, 1.0), np.abs(y)
         if self.table is not None:
             t = np.asarray(self.table)
             grid = np.linspace(0.0, 1.0, t.size)

@@ -17,7 +17,9 @@ References
 
 from __future__ import annotations
 
+import os
 import struct
+import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,7 @@ __all__ = ["PngData", "SIGNATURE", "read_header", "read_png", "write_png"]
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # colour type → samples per pixel (palette 3 not handled)
 _MAX_CHUNK = 2**31 - 1
+_BLOCK_BYTES = 4 << 20  # uncompressed bytes per compression job of the writer
 
 
 @dataclass
@@ -85,66 +88,57 @@ def read_header(path) -> PngHeader:
         return _parse_ihdr(f.read(33), path)
 
 
-def _unfilter_numpy(raw: np.ndarray, bpp: int) -> np.ndarray:
-    """Undo the row filters of ``raw`` (H, 1 + stride) uint8; returns (H, stride) uint8.
-
-    None, Sub and Up are vectorised per row (Sub is a strided cumulative sum modulo 256);
-    rows with Average or Paeth go to the compiled kernel.
-    """
-    h, n = raw.shape
-    stride = n - 1
-    out = np.empty((h, stride), dtype=np.uint8)
-    ftypes = raw[:, 0]
-    if ftypes.max(initial=0) > 4:
-        row = int(np.argmax(ftypes > 4))
-        raise ValueError(f"unknown filter type {int(ftypes[row])} on row {row}")
-    data = raw[:, 1:]
-    prev = np.zeros(stride, dtype=np.uint8)
-    if np.any(ftypes >= 3):
-        _unfilter_all(raw, bpp, out)
-        return out
-    for y in range(h):
-        f = ftypes[y]
-        if f == 0:
-            out[y] = data[y]
-        elif f == 1:  # stride is a whole number of pixels, so rows reshape to (W, bpp)
-            np.cumsum(data[y].reshape(-1, bpp), axis=0, dtype=np.uint8, out=out[y].reshape(-1, bpp))
-        else:  # Up
-            np.add(data[y], prev, out=out[y])
-        prev = out[y]
-    return out
-
-
 @njit(cache=True, nogil=True)
-def _unfilter_all(raw, bpp, out):  # pragma: no cover - compiled
-    """All five filters, byte by byte (PNG spec 9.2-9.4); ``out`` is (H, stride) uint8."""
+def _unfilter(raw, bpp, out):  # pragma: no cover - compiled
+    """Undo the row filters (PNG spec, 9.2-9.4) of ``raw`` (H, 1 + stride) into ``out`` (H, stride).
+
+    One branch per row, then a tight loop per filter type; the row above the first is zeros.
+    Returns -1, or the index of the first row with an unknown filter type.
+    """
     h, n = raw.shape
     stride = n - 1
     for y in range(h):
         f = raw[y, 0]
-        for x in range(stride):
-            v = np.int32(raw[y, x + 1])
-            a = np.int32(out[y, x - bpp]) if x >= bpp else np.int32(0)
-            b = np.int32(out[y - 1, x]) if y > 0 else np.int32(0)
+        if f == 0 or (f == 2 and y == 0):
+            for x in range(stride):
+                out[y, x] = raw[y, x + 1]
+        elif f == 1 or (f == 3 and y == 0):
+            for x in range(min(bpp, stride)):
+                out[y, x] = raw[y, x + 1]
             if f == 1:
-                v += a
-            elif f == 2:
-                v += b
-            elif f == 3:
-                v += (a + b) >> 1
-            elif f == 4:
+                for x in range(bpp, stride):
+                    out[y, x] = (np.int32(raw[y, x + 1]) + np.int32(out[y, x - bpp])) & 255
+            else:
+                for x in range(bpp, stride):
+                    out[y, x] = (np.int32(raw[y, x + 1]) + (np.int32(out[y, x - bpp]) >> 1)) & 255
+        elif f == 2:
+            for x in range(stride):
+                out[y, x] = (np.int32(raw[y, x + 1]) + np.int32(out[y - 1, x])) & 255
+        elif f == 3:
+            for x in range(min(bpp, stride)):
+                out[y, x] = (np.int32(raw[y, x + 1]) + (np.int32(out[y - 1, x]) >> 1)) & 255
+            for x in range(bpp, stride):
+                s = np.int32(out[y, x - bpp]) + np.int32(out[y - 1, x])
+                out[y, x] = (np.int32(raw[y, x + 1]) + (s >> 1)) & 255
+        elif f == 4:
+            for x in range(stride):
+                a = np.int32(out[y, x - bpp]) if x >= bpp else np.int32(0)
+                b = np.int32(out[y - 1, x]) if y > 0 else np.int32(0)
                 c = np.int32(out[y - 1, x - bpp]) if (x >= bpp and y > 0) else np.int32(0)
                 p = a + b - c
                 pa = abs(p - a)
                 pb = abs(p - b)
                 pc = abs(p - c)
                 if pa <= pb and pa <= pc:
-                    v += a
+                    pred = a
                 elif pb <= pc:
-                    v += b
+                    pred = b
                 else:
-                    v += c
-            out[y, x] = np.uint8(v & 255)
+                    pred = c
+                out[y, x] = (np.int32(raw[y, x + 1]) + pred) & 255
+        else:
+            return y
+    return -1
 
 
 def read_png(path, *, max_pixels: int | None = None) -> PngData:
@@ -218,7 +212,7 @@ def read_png(path, *, max_pixels: int | None = None) -> PngData:
             out.chromaticity = tuple(v / 100000.0 for v in struct.unpack(">8I", body))
         elif typ == b"eXIf":
             out.orientation = _exif_orientation(bytes(body))
-        elif typ not in (b"IHDR",) and not (typ[0] & 0x20):
+        elif typ not in (b"IHDR", b"PLTE") and not (typ[0] & 0x20):
             raise InputError(f"PNG has an unknown critical chunk {typ.decode('latin-1')!r}", path=path)
     if not idat:
         raise InputError("PNG is truncated or corrupt: no image data (IDAT)", path=path)
@@ -226,28 +220,36 @@ def read_png(path, *, max_pixels: int | None = None) -> PngData:
     bpp = channels * hdr.bit_depth // 8
     stride = hdr.width * bpp
     expected = hdr.height * (stride + 1)
+    raw = np.empty(expected, dtype=np.uint8)
+    got = 0
     d = zlib.decompressobj()
     try:
-        buf = bytearray()
         for chunk in idat:
-            need = expected + 1 - len(buf)
-            if need <= 0:
+            pending = chunk
+            # max_length bounds the output: a zlib bomb cannot inflate past what IHDR promises.
+            while pending and got < expected:
+                piece = d.decompress(pending, expected - got)
+                raw[got:got + len(piece)] = np.frombuffer(piece, dtype=np.uint8)
+                got += len(piece)
+                pending = d.unconsumed_tail
+            if got >= expected:
                 break
-            buf += d.decompress(chunk, need)
-            while d.unconsumed_tail and len(buf) <= expected:
-                buf += d.decompress(d.unconsumed_tail, expected + 1 - len(buf))
     except zlib.error as e:
         raise InputError(f"corrupt PNG: compressed image data is damaged ({e})", path=path) from None
-    if len(buf) < expected:
+    if got < expected:
         what = "truncated" if not seen_iend else "corrupt"
-        raise InputError(f"PNG is {what}: image data has {len(buf):,} of {expected:,} bytes", path=path)
-    raw = np.frombuffer(buf, dtype=np.uint8, count=expected).reshape(hdr.height, stride + 1)
-    try:
-        rows = _unfilter_numpy(raw, bpp)
-    except ValueError as e:
-        raise InputError(f"corrupt PNG: {e}", path=path) from None
+        raise InputError(f"PNG is {what}: image data has {got:,} of {expected:,} bytes", path=path)
+    raw = raw.reshape(hdr.height, stride + 1)
+    rows = np.empty((hdr.height, stride), dtype=np.uint8)
+    bad = _unfilter(raw, bpp, rows)
+    if bad >= 0:
+        raise InputError(f"corrupt PNG: unknown filter type {int(raw[bad, 0])} on row {bad}", path=path)
+    del raw
     if hdr.bit_depth == 16:
-        px = rows.view(">u2").reshape(hdr.height, hdr.width, channels).astype(np.uint16)
+        px = rows.view(np.uint16)
+        if sys.byteorder == "little":
+            px.byteswap(inplace=True)  # PNG samples are big-endian
+        px = px.reshape(hdr.height, hdr.width, channels)
     else:
         px = rows.reshape(hdr.height, hdr.width, channels)
     out.pixels = px
@@ -288,12 +290,64 @@ def _chunk(typ: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + typ + body + struct.pack(">I", zlib.crc32(typ + body))
 
 
-def write_png(path, pixels: np.ndarray, *, icc_profile: bytes | None = None, level: int = 6) -> None:
+def _filtered_blocks(px: np.ndarray, stride: int, block_rows: int):
+    """Rows of ``px`` as PNG scanlines with filter type Up (2), ``block_rows`` rows at a time."""
+    prev_last = np.zeros(stride, dtype=np.uint8)
+    for y0 in range(0, px.shape[0], block_rows):
+        rows = px[y0:y0 + block_rows]
+        if rows.dtype == np.uint16:
+            rows = rows.astype(">u2")  # PNG samples are big-endian
+        b = np.ascontiguousarray(rows).view(np.uint8).reshape(-1, stride)
+        filt = np.empty((b.shape[0], stride + 1), dtype=np.uint8)
+        filt[:, 0] = 2
+        np.subtract(b[1:], b[:-1], out=filt[1:, 1:])
+        np.subtract(b[0], prev_last, out=filt[0, 1:])
+        prev_last = b[-1].copy()
+        yield filt.reshape(-1)
+
+
+def _deflate(blocks, level: int, workers: int):
+    """One zlib stream (RFC 1950) over ``blocks``, compressed on ``workers`` threads.
+
+    Each block is raw deflate (RFC 1951) primed with the previous block's last 32 KiB as
+    dictionary and ended with a sync flush (the last with finish), so the pieces concatenate
+    into one valid stream, as pigz does; zlib releases the GIL while it compresses. Adler-32
+    of the whole input closes the stream. Yields the compressed pieces in order.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def job(data, zdict, last):
+        c = zlib.compressobj(level, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, *([zdict] if zdict else []))
+        return c.compress(data) + c.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+
+    yield b"\x78\x9c"
+    adler = 1
+    it = iter(blocks)
+    cur = next(it, None)
+    zdict = b""
+    queue = []
+    with ThreadPoolExecutor(max_workers=workers) as ex:
+        while cur is not None:
+            nxt = next(it, None)
+            adler = zlib.adler32(cur, adler)
+            queue.append(ex.submit(job, cur, zdict, nxt is None))
+            zdict = bytes(cur[-32768:])
+            cur = nxt
+            while len(queue) > 2 * workers:
+                yield queue.pop(0).result()
+        for fut in queue:
+            yield fut.result()
+    yield struct.pack(">I", adler & 0xFFFFFFFF)
+
+
+def write_png(path, pixels: np.ndarray, *, icc_profile: bytes | None = None, level: int = 6,
+              workers: int | None = None) -> None:
     """Write ``pixels`` (H, W, 3) uint8 or uint16 as an RGB PNG of the same bit depth.
 
-    Rows use filter type Up (2), compressed with zlib at ``level`` and streamed in
-    blocks of rows, so memory stays near one copy of a block. ``icc_profile`` is embedded
-    as an ``iCCP`` chunk named "ICC profile".
+    Rows use filter type Up (2) and zlib ``level``; blocks of about 4 MiB are compressed on
+    ``workers`` threads (default: the CPU count, at most 8) and streamed to the file, so
+    memory stays at a few blocks. ``icc_profile`` is embedded as an ``iCCP`` chunk named
+    "ICC profile".
     """
     px = np.asarray(pixels)
     if px.ndim != 3 or px.shape[2] != 3 or px.dtype not in (np.uint8, np.uint16):
@@ -301,29 +355,18 @@ def write_png(path, pixels: np.ndarray, *, icc_profile: bytes | None = None, lev
     h, w, _ = px.shape
     depth = 16 if px.dtype == np.uint16 else 8
     stride = w * 3 * depth // 8
+    workers = workers or min(os.cpu_count() or 1, 8)
     with open(path, "wb") as f:
         f.write(SIGNATURE)
         f.write(_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, 2, 0, 0, 0)))
         if icc_profile:
             f.write(_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc_profile, 9)))
-        comp = zlib.compressobj(level)
         pending = bytearray()
-        block = max(1, (4 << 20) // max(stride, 1))
-        prev_last = np.zeros(stride, dtype=np.uint8)
-        for y0 in range(0, h, block):
-            rows = px[y0:y0 + block]
-            if depth == 16:
-                rows = rows.astype(">u2")
-            b = np.ascontiguousarray(rows).view(np.uint8).reshape(-1, stride)
-            filt = np.empty((b.shape[0], stride + 1), dtype=np.uint8)
-            filt[:, 0] = 2
-            np.subtract(b[1:], b[:-1], out=filt[1:, 1:])
-            np.subtract(b[0], prev_last, out=filt[0, 1:])
-            prev_last = b[-1].copy()
-            pending += comp.compress(filt)
+        block_rows = max(1, _BLOCK_BYTES // (stride + 1))
+        for piece in _deflate(_filtered_blocks(px, stride, block_rows), level, workers):
+            pending += piece
             if len(pending) >= 1 << 20:
                 f.write(_chunk(b"IDAT", bytes(pending)))
                 pending.clear()
-        pending += comp.flush()
         f.write(_chunk(b"IDAT", bytes(pending)))
         f.write(_chunk(b"IEND", b""))

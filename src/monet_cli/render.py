@@ -118,6 +118,8 @@ def run_program(program: Program, src: np.ndarray, in_space: cs.ColorSpace, out_
         src = src if in_space.trc.is_linear else in_space.trc.decode(src)
         src = np.ascontiguousarray(src, dtype=np.float32)
         decode = _EMPTY1
+    if src.dtype == np.uint8:
+        src = src.astype(np.uint16)  # one kernel specialisation for all integer input
     src = np.ascontiguousarray(src)
     m_in = (in_space.linear().matrix_to(cs.WORKING) * program.gain).astype(np.float32)
     m_out = cs.WORKING.matrix_to(out_space.linear()).astype(np.float32)
@@ -126,7 +128,9 @@ def run_program(program: Program, src: np.ndarray, in_space: cs.ColorSpace, out_
         out_max = float(np.iinfo(out_dtype).max)
     else:
         encode, out_max = _EMPTY1, 1.0
-    dst = np.empty(src.shape, dtype=out_dtype if out_dtype.kind == "u" else np.float32)
+    # 8-bit output is encoded with out_max 255 into a 16-bit buffer, then narrowed (exact):
+    # the kernel is compiled for uint16/float32 only, a few seconds once per pair, cached.
+    dst = np.empty(src.shape, dtype=np.uint16 if out_dtype.kind == "u" else np.float32)
     k.render_kernel(
         src, dst, decode, m_in, cs.LUMA.astype(np.float32),
         program.tone_ratio is not None,
@@ -138,6 +142,8 @@ def run_program(program: Program, src: np.ndarray, in_space: cs.ColorSpace, out_
         program.hsl if program.hsl is not None else _EMPTY2,
         m_out, encode, out_max,
     )
+    if out_dtype == np.uint8:
+        dst = dst.astype(np.uint8)
     if out_dtype.kind == "f" and not out_space.trc.is_linear:
         dst = out_space.trc.encode(dst).astype(np.float32)
     return dst
@@ -172,5 +178,5 @@ def render_image(image, adjustments: dict, *, colorspace: cs.ColorSpace | None =
 
     out_space = colorspace or image.colorspace
     pixels = render_pixels(image.pixels, adjustments, image.colorspace, out_space, dtype)
-    return Image(pixels=pixels, colorspace=out_space, format=image.format, source=None,
+    return Image(pixels=pixels, colorspace=out_space, format=image.format, source=image.source,
                  icc_profile=image.icc_profile if out_space == image.colorspace else None)

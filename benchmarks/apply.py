@@ -1,0 +1,160 @@
+"""Benchmark `monet apply`: a 33-op plan on a 24 MP 16-bit TIFF.
+
+Prints render (compute) seconds, end-to-end seconds (read + render + write, in process and as
+a fresh `monet apply` process), and the peak resident memory of that process. When
+`darktable-cli` or `rawtherapee-cli` are on PATH, their time on the same file is measured in
+the same run (their default processing, written as 16-bit TIFF).
+
+    python benchmarks/apply.py [--width 6000 --height 4000] [--repeat 3] [--json]
+
+Targets on a 2-core machine: render <= 1.0 s, end to end <= 1.5 s, peak RSS <= 1.5 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def make_photo(width: int, height: int) -> np.ndarray:
+    """A 16-bit sRGB photo-like image: a real photo (scikit-image) tiled and upscaled, with noise."""
+    try:
+        from skimage import data
+
+        base = data.astronaut().astype(np.float32) / 255.0
+    except ImportError:  # synthetic fallback: smooth colour gradients
+        y, x = np.mgrid[0:512, 0:512] / 512.0
+        base = np.stack([x, y, 1 - x * y], -1).astype(np.float32)
+    ry = -(-height // base.shape[0])
+    rx = -(-width // base.shape[1])
+    img = np.kron(base, np.ones((ry, rx, 1), np.float32))[:height, :width]
+    rng = np.random.default_rng(0)
+    img += rng.normal(0, 0.004, img.shape).astype(np.float32)
+    return np.ascontiguousarray(np.clip(img * 65535 + 0.5, 0, 65535).astype(np.uint16))
+
+
+def full_plan() -> dict:
+    from monet_cli.catalog import catalog
+
+    rng = np.random.default_rng(1)
+    return {name: int(v) for name, v in zip(catalog().ops, rng.integers(8, 40, 33) * rng.choice([-1, 1], 33))}
+
+
+def time_process(cmd: list[str], env=None) -> tuple[float, float, int]:
+    """Wall seconds, peak RSS (MiB) of that child alone, return code."""
+    t = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t
+    err = p.stderr.read().decode(errors="replace")
+    p.stderr.close()
+    rc = os.waitstatus_to_exitcode(status)
+    if rc != 0:
+        sys.stderr.write(err[-2000:])
+    return wall, usage.ru_maxrss / 1024.0, rc
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--width", type=int, default=6000)
+    ap.add_argument("--height", type=int, default=4000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--make", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    from monet_cli import colorspaces as cs
+    from monet_cli.apply import apply_plan
+    from monet_cli.images import Image, read_image, write_image
+    from monet_cli.plan import Plan
+    from monet_cli.render import render_pixels
+
+    if args.make:
+        write_image(Path(args.make), Image(pixels=make_photo(args.width, args.height), colorspace=cs.SRGB,
+                                           format="tiff"), overwrite=True)
+        return 0
+    work = Path(tempfile.mkdtemp(prefix="monet-bench-"))
+    src = work / "photo.tif"
+    # The photo is made in a child process and the `monet apply` process runs before this one
+    # allocates anything large: a child's peak RSS counts the parent's pages at fork time.
+    subprocess.run([sys.executable, __file__, "--make", str(src), "--width", str(args.width), "--height",
+                    str(args.height)], check=True)
+    plan = full_plan()
+    plan_path = work / "plan.json"
+    plan_path.write_text(json.dumps(plan))
+    mp = args.width * args.height / 1e6
+
+    monet = shutil.which("monet") or str(Path(sys.executable).parent / "monet")
+    cli_cmd = [monet, "apply", str(src), str(plan_path), "-o", str(work / "cli.tif"), "--force", "--quiet"]
+    if not Path(monet).exists():
+        cli_cmd = [sys.executable, "-m", "monet_cli"] + cli_cmd[1:]
+    time_process(cli_cmd)  # warm the kernel cache and the page cache
+    cli_wall, cli_rss, rc = time_process(cli_cmd)
+
+    image = read_image(src)
+    render_pixels(image.pixels, plan, image.colorspace)  # compile / load the cached kernel
+    render_s = []
+    for _ in range(args.repeat):
+        t = time.perf_counter()
+        render_pixels(image.pixels, plan, image.colorspace)
+        render_s.append(time.perf_counter() - t)
+    del image
+
+    e2e = []
+    for i in range(args.repeat):
+        r = apply_plan(src, Plan.from_adjustments(plan), work / f"out{i}.tif", overwrite=True)
+        e2e.append(r.seconds)
+
+
+    peers = {}
+    if shutil.which("darktable-cli"):
+        conf = work / "dt-conf"
+        w, rss, rc2 = time_process(["darktable-cli", str(src), str(work / "dt.tif"), "--core", "--configdir",
+                                    str(conf), "--conf", "plugins/imageio/format/tiff/bpp=16"])
+        peers["darktable-cli"] = {"seconds": round(w, 3), "peak_rss_mib": round(rss), "rc": rc2}
+    if shutil.which("rawtherapee-cli"):
+        w, rss, rc2 = time_process(["rawtherapee-cli", "-o", str(work / "rt.tif"), "-t", "-b16", "-d", "-Y",
+                                    "-c", str(src)])
+        peers["rawtherapee-cli"] = {"seconds": round(w, 3), "peak_rss_mib": round(rss), "rc": rc2}
+
+    best = min(e2e, key=lambda s: s["total"])
+    result = {
+        "megapixels": round(mp, 1),
+        "threads": int(os.environ.get("NUMBA_NUM_THREADS", os.cpu_count() or 1)),
+        "render_s": round(min(render_s), 3),
+        "end_to_end_in_process_s": round(best["total"], 3),
+        "read_s": round(best["read"], 3),
+        "write_s": round(best["write"], 3),
+        "cli_wall_s": round(cli_wall, 3),
+        "cli_peak_rss_mib": round(cli_rss),
+        "cli_rc": rc,
+        "peers": peers,
+    }
+    shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"monet apply, {result['megapixels']} MP 16-bit TIFF, 33 ops, {result['threads']} threads")
+    print(f"  render (compute)          {result['render_s']:.3f} s   (target <= 1.0)")
+    print(f"  read + render + write     {result['end_to_end_in_process_s']:.3f} s   (target <= 1.5; read "
+          f"{result['read_s']:.3f}, write {result['write_s']:.3f})")
+    print(f"  `monet apply` process     {result['cli_wall_s']:.3f} s wall incl. Python start, "
+          f"peak RSS {result['cli_peak_rss_mib']} MiB (target <= 1536)")
+    for name, p in peers.items():
+        print(f"  {name:<25} {p['seconds']:.3f} s wall, peak RSS {p['peak_rss_mib']} MiB (rc {p['rc']})")
+    if not peers:
+        print("  (darktable-cli / rawtherapee-cli not installed: apt-get install darktable rawtherapee)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
