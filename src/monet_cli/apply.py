@@ -41,13 +41,18 @@ class ApplyResult:
                 "adjustments": self.adjustments, "seconds": {k: round(v, 4) for k, v in self.seconds.items()}}
 
 
-def default_output_path(photo) -> Path:
-    """``IMG_0042.CR2`` → ``IMG_0042.monet.tif``; ``a.jpg`` → ``a.monet.jpg``."""
+def default_output_path(photo, out_dir=None, fmt: str | None = None) -> Path:
+    """``IMG_0042.CR2`` → ``IMG_0042.monet.tif``; ``a.jpg`` → ``a.monet.jpg`` (in ``out_dir``
+    if given; ``fmt`` = tif/jpg/png picks another format)."""
     from monet_cli.images import is_raw
 
     p = Path(photo)
-    ext = ".tif" if is_raw(p) else p.suffix.lower()
-    return p.with_name(f"{p.stem}.monet{ext}")
+    if fmt:
+        ext = "." + {"tiff": "tif", "jpeg": "jpg"}.get(fmt.lower().lstrip("."), fmt.lower().lstrip("."))
+    else:
+        ext = ".tif" if is_raw(p) else p.suffix.lower()
+    folder = Path(out_dir) if out_dir is not None else p.parent
+    return folder / f"{p.stem}.monet{ext}"
 
 
 def output_encoding(image, out_path: Path, *, colorspace: str | None = None, depth: int | None = None):
@@ -112,3 +117,26 @@ def apply_plan(photo, plan: Plan, out=None, *, overwrite: bool = False, colorspa
     return ApplyResult(source=photo, output=out, width=image.width, height=image.height,
                        bit_depth=result.bit_depth, colorspace=space.name, adjustments=adjustments,
                        seconds={"read": t1 - t0, "render": t2 - t1, "write": t3 - t2, "total": t3 - t0})
+
+
+def apply_photo(photo, *, plan: Plan | None = None, out=None, out_dir=None, fmt: str | None = None,
+                overwrite: bool = False, skip_existing: bool = True, colorspace: str | None = None,
+                depth: int | None = None, sidecar_dir=None, check_source: bool = True) -> ApplyResult:
+    """One photo of ``monet apply``: find its plan (``plan`` or its sidecar), render, write.
+
+    An existing output is skipped (:class:`~monet_cli.batch.Skip`) when ``skip_existing``,
+    an error otherwise, unless ``overwrite``. A stale sidecar is an error when ``check_source``.
+    """
+    from monet_cli.batch import Skip
+    from monet_cli.sidecars import read_sidecar
+
+    photo = Path(photo)
+    target = Path(out) if out is not None else default_output_path(photo, out_dir, fmt)
+    if target.exists() and not overwrite and skip_existing and not target.is_dir():
+        if photo.exists() and target.resolve() != photo.resolve():
+            raise Skip(f"{target.name} exists (use --force to render again)")
+    if plan is None:
+        plan, _ = read_sidecar(photo, sidecar_dir, check_source=check_source)
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+    return apply_plan(photo, plan, target, overwrite=overwrite, colorspace=colorspace, depth=depth)

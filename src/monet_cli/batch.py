@@ -76,6 +76,16 @@ def collect_photos(paths: Iterable, *, recursive: bool = False) -> tuple[list[Pa
     return photos, missing
 
 
+def single_photo(paths: list) -> Path | None:
+    """The one photo when the arguments name exactly one file (existing or not) rather than a
+    folder or pattern: such a run reports its error like a plain command, not as a batch."""
+    if len(paths) == 1:
+        p = Path(paths[0])
+        if not p.is_dir() and (p.exists() or not glob.has_magic(str(paths[0]))):
+            return p
+    return None
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -84,6 +94,29 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def sweep_temp_files(folders) -> int:
+    """Remove temporary files (``.NAME.PID-XXXX.monet-tmp``) left in ``folders`` by processes
+    that no longer run (killed mid-write). Returns how many were removed."""
+    removed = 0
+    for folder in {Path(f) for f in folders}:
+        try:
+            candidates = list(folder.glob(".*.monet-tmp"))
+        except OSError:
+            continue
+        for tmp in candidates:
+            try:
+                pid = int(tmp.name.rsplit(".", 2)[-2].split("-")[0])
+            except (ValueError, IndexError):
+                continue
+            if pid != os.getpid() and not _pid_alive(pid):
+                try:
+                    tmp.unlink()
+                    removed += 1
+                except OSError:
+                    pass
+    return removed
 
 
 class PhotoLock:
@@ -103,24 +136,32 @@ class PhotoLock:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                try:
-                    pid = int(self.path.read_text().strip() or "0")
-                except (OSError, ValueError):
-                    pid = 0
-                if pid and pid != os.getpid() and _pid_alive(pid):
+                if not self._remove_stale():
                     return False
-                if pid == os.getpid() and not self.held:
-                    return False  # another thread of this process
-                try:
-                    self.path.unlink()
-                except FileNotFoundError:
-                    pass
                 continue
+            except OSError:
+                # read-only media: nothing can be written beside the photo, so there is
+                # nothing to protect there; go on without a lock
+                return True
             with os.fdopen(fd, "w") as f:
                 f.write(str(os.getpid()))
             self.held = True
             return True
         return False
+
+    def _remove_stale(self) -> bool:
+        """Remove the existing lock if its owner is gone; False when it is held."""
+        try:
+            pid = int(self.path.read_text().strip() or "0")
+        except (OSError, ValueError):
+            pid = 0
+        if pid and (pid == os.getpid() or _pid_alive(pid)):
+            return False  # a live process, or another thread of this one
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        return True
 
     def release(self) -> None:
         if self.held:
@@ -138,6 +179,7 @@ class ItemResult:
     message: str = ""
     data: dict = field(default_factory=dict)
     seconds: float = 0.0
+    error: BaseException | None = field(default=None, repr=False)  # the MonetError of a failed item
 
     def to_dict(self) -> dict:
         d = {"path": str(self.path), "status": self.status}
@@ -169,16 +211,24 @@ class BatchSummary:
 
 def run_batch(photos: list[Path], job: Callable[[Path], ItemResult | dict], *, jobs: int = 1,
               lock_dir: Path | None = None, verb: str = "processing", quiet: bool = False,
-              as_json: bool = False, console=None, missing: list | None = None) -> BatchSummary:
+              as_json: bool = False, console=None, missing: list | None = None,
+              output_dirs: Iterable = (), silent: bool = False) -> BatchSummary:
     """Run ``job`` on each photo (``jobs`` at a time), each under its :class:`PhotoLock`.
 
     ``job`` returns a dict of facts (status ok) or raises :class:`Skip` / :class:`MonetError`.
     Output: a rich progress bar on a terminal; otherwise one plain line per item; with
-    ``as_json`` one JSON line per item on stdout. Ctrl-C stops taking new items, lets the
+    ``as_json`` one JSON line per item on stdout; nothing with ``silent`` (the caller reports). Ctrl-C stops taking new items, lets the
     running ones finish their atomic write, and returns with ``interrupted``.
     """
     if jobs < 1:
         raise UsageError("--jobs must be at least 1")
+    for d in (lock_dir, *output_dirs):
+        if d is not None:
+            try:
+                Path(d).mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise UsageError(f"cannot create folder {d}: {e.strerror or e}") from None
+    sweep_temp_files([p.parent for p in photos] + [d for d in (lock_dir, *output_dirs) if d is not None])
     results: list[ItemResult] = []
     for path, why in missing or []:
         results.append(ItemResult(path, "failed", why))
@@ -200,7 +250,8 @@ def run_batch(photos: list[Path], job: Callable[[Path], ItemResult | dict], *, j
         except Skip as e:
             return ItemResult(photo, "skipped", str(e), seconds=time.perf_counter() - t0)
         except MonetError as e:
-            return ItemResult(photo, "failed", str(e).replace(f"{photo}: ", "", 1), seconds=time.perf_counter() - t0)
+            return ItemResult(photo, "failed", str(e).replace(f"{photo}: ", "", 1), seconds=time.perf_counter() - t0,
+                              error=e)
         except MemoryError:
             return ItemResult(photo, "failed", "out of memory", seconds=time.perf_counter() - t0)
         except OSError as e:
@@ -211,7 +262,9 @@ def run_batch(photos: list[Path], job: Callable[[Path], ItemResult | dict], *, j
     def report(r: ItemResult, done: int, progress=None, task=None):
         with lock:
             results.append(r)
-            if as_json:
+            if silent:
+                pass
+            elif as_json:
                 sys.stdout.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
                 sys.stdout.flush()
             elif progress is not None:

@@ -6,7 +6,6 @@ Exit codes: 0 success, 1 failure (bad input, bad plan, some files of a batch fai
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -28,15 +27,9 @@ app = typer.Typer(
 )
 
 
-def _console(stderr: bool = False):
-    from rich.console import Console
-
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
-
-
-def _print_json(obj) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
+from monet_cli.console import console as _console
+from monet_cli.console import escape
+from monet_cli.console import print_json as _print_json
 
 
 def _version(value: bool):
@@ -92,56 +85,97 @@ def ops_cmd(
 
 @app.command("apply")
 def apply_cmd(
-    paths: List[Path] = typer.Argument(..., help="PHOTO [PLAN]: the photo and, optionally, a plan JSON. "
-                                                 "Without a plan, the photo's sidecar PHOTO.monet.json is used."),
+    paths: List[str] = typer.Argument(..., help="Photos, folders or glob patterns, optionally followed by a plan "
+                                                "JSON that applies to all of them. Without a plan each photo's "
+                                                "sidecar PHOTO.monet.json is used."),
+    plan_file: Optional[Path] = typer.Option(None, "--plan", "-p", help="A plan JSON for every photo."),
     output: Optional[Path] = typer.Option(None, "-o", "--output",
-                                          help="Output file; its suffix picks the format (.tif, .jpg, .png). "
-                                               "Default: <stem>.monet.<ext> beside the photo."),
-    force: bool = typer.Option(False, "--force", "-f", help="Overwrite an existing output."),
+                                          help="Output file (one photo); its suffix picks the format (.tif, "
+                                               ".jpg, .png). Default: <stem>.monet.<ext> beside the photo."),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="Write outputs into this folder."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="Output format for default names: tif, jpg or png."),
+    force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing outputs; apply stale sidecars."),
     colorspace: Optional[str] = typer.Option(None, "--colorspace",
                                              help="Output colour space: srgb, display-p3, adobe-rgb, prophoto, "
                                                   "rec2020, linear-srgb, linear-prophoto, linear-rec2020."),
     depth: Optional[int] = typer.Option(None, "--depth", help="Output bits per channel: 8, 16 or 32 (float TIFF)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON line."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing on success."),
+    sidecar_dir: Optional[Path] = typer.Option(None, "--sidecar-dir", help="Where the sidecars live."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Photos rendered at once (each render already uses all cores)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON line per photo on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors and the final summary."),
 ):
-    """Render a plan onto a photo at full resolution and bit depth.
+    """Render plans onto photos at full resolution and bit depth.
 
-    The plan is a monet plan (sidecar) or the flat {"Exposure": 15, ...} dict that the published MonetGPT emits. The input is never modified; the output is written atomically and an existing output is kept unless --force.
+    The plan is a monet plan (sidecar) or the flat {"Exposure": 15, ...} dict that the published MonetGPT emits. Inputs are never modified; outputs are written atomically. In a batch, photos whose output already exists are skipped (rerun after an interrupt to finish); a single photo with an explicit -o that exists is an error. Both unless --force. Exit 0 when all are done, 1 when some failed, 2 for usage errors, 130 when interrupted.
 
     [b]Examples[/b]
 
-      monet apply photo.tif                      # uses photo.tif.monet.json
+      monet apply photo.tif                      # uses photo.tif.monet.json → photo.monet.tif
       monet apply photo.tif plan.json            # photo.monet.tif, 16-bit
       monet apply IMG_0042.CR2 plan.json -o out.jpg --colorspace srgb
-      echo '{"Exposure": 20, "Temperature": -15}' > p.json && monet apply a.jpg p.json --json
+      monet apply shoot/ --recursive --out-dir renders/ --format jpg --json
     """
-    from monet_cli.apply import apply_plan
-    from monet_cli.errors import PlanError, UsageError
-    from monet_cli.plan import load_plan, sidecar_path
+    from monet_cli.apply import apply_photo
+    from monet_cli.batch import collect_photos, print_summary, run_batch, single_photo
+    from monet_cli.errors import UsageError
+    from monet_cli.plan import load_plan
 
-    if len(paths) > 2:
-        raise UsageError("apply takes PHOTO [PLAN]")
-    photo = paths[0]
-    if len(paths) == 2:
-        plan = load_plan(paths[1])
-    else:
-        sc = sidecar_path(photo)
-        if not sc.exists():
-            raise PlanError(f"no plan given and no sidecar {sc.name}; run `monet plan {photo}` or pass a plan JSON",
-                            path=photo)
-        plan = load_plan(sc)
-    result = apply_plan(photo, plan, output, overwrite=force, colorspace=colorspace, depth=depth)
-    if as_json:
-        _print_json(result.to_dict())
-    elif not quiet:
-        s = result.seconds
-        _console().print(
-            f"[green]✓[/green] {result.source} → [bold]{result.output}[/bold]  "
-            f"{result.width}×{result.height}, {result.bit_depth}-bit {result.colorspace}, "
-            f"{len(result.adjustments)} ops, {s['total']:.2f} s "
-            f"(read {s['read']:.2f}, render {s['render']:.2f}, write {s['write']:.2f})"
-        )
+    args = list(paths)
+    if plan_file is None and len(args) >= 2 and args[-1].lower().endswith(".json"):
+        plan_file = Path(args.pop())
+    plan = load_plan(plan_file) if plan_file is not None else None
+    one = single_photo(args)
+    photos, missing = ([one], []) if one is not None else collect_photos(args, recursive=recursive)
+    if not photos and not missing:
+        raise UsageError("no photos given")
+    single = one is not None
+    if output is not None and not single:
+        raise UsageError("-o names one output file; for several photos use --out-dir")
+    if fmt is not None and fmt.lower().lstrip(".") not in ("tif", "tiff", "jpg", "jpeg", "png"):
+        raise UsageError(f"--format must be tif, jpg or png, not {fmt!r}")
+    con = _console()
+
+    def job(photo: Path):
+        r = apply_photo(photo, plan=plan, out=output, out_dir=out_dir, fmt=fmt, overwrite=force,
+                        skip_existing=not (single and output is not None), colorspace=colorspace, depth=depth,
+                        sidecar_dir=sidecar_dir, check_source=not force)
+        return r.to_dict()
+
+    summary = run_batch(photos, job, jobs=jobs, verb="rendering", quiet=quiet, as_json=as_json,
+                        console=con, missing=missing, output_dirs=[d for d in (out_dir, sidecar_dir) if d],
+                        silent=single and not as_json)
+    if single and not as_json:
+        r = summary.results[0]
+        if r.error is not None:
+            raise r.error
+        if not quiet:
+            if r.status == "skipped":
+                con.print(f"{escape(str(r.path))}: {escape(r.message)}")
+            else:
+                d, sec = r.data, r.data["seconds"]
+                con.print(f"[green]✓[/green] {escape(d['source'])} → [bold]{escape(d['output'])}[/bold]  "
+                          f"{d['width']}×{d['height']}, {d['bit_depth']}-bit {d['colorspace']}, "
+                          f"{len(d['adjustments'])} ops, {sec['total']:.2f} s (read {sec['read']:.2f}, "
+                          f"render {sec['render']:.2f}, write {sec['write']:.2f})")
+    elif not as_json:
+        print_summary(summary, _console(stderr=True), verb="apply")
+    raise typer.Exit(summary.exit_code)
+
+
+# ---------------------------------------------------------------------------- more commands
+
+
+def _register_commands() -> None:
+    import importlib
+
+    from monet_cli.commands import MODULES
+
+    for name in MODULES:
+        importlib.import_module(f"monet_cli.commands.{name}")
+
+
+_register_commands()
 
 
 # ---------------------------------------------------------------------------- entry point
@@ -150,7 +184,10 @@ def apply_cmd(
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one clear line and a meaningful exit code for every failure."""
     try:
-        app(args=argv, standalone_mode=False)
+        rv = app(args=argv, standalone_mode=False)
+        # without standalone mode click returns the code of a typer.Exit instead of exiting
+        if isinstance(rv, int) and rv:
+            sys.exit(rv)
     except MonetError as e:
         from rich.markup import escape
 

@@ -625,7 +625,8 @@ def atomic_write(path, write_fn: Callable[[Path], None], *, overwrite: bool = Fa
     parent = path.parent
     if not parent.is_dir():
         raise OutputError(f"folder {str(parent)!r} does not exist", path=path)
-    tmp = parent / f".{path.name}.{secrets.token_hex(4)}.monet-tmp"
+    # The pid in the name lets a later run remove what a killed process left (batch.sweep_temp_files).
+    tmp = parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.monet-tmp"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         os.close(fd)

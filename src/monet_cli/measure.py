@@ -33,6 +33,15 @@ GREY = cs.MIDDLE_GREY
 _LOG_EPS = 1e-4  # keeps log(Y) finite for black pixels in the key (Reinhard et al. 2002, δ)
 _WORKING_TO_SRGB = cs.WORKING.matrix_to(cs.SRGB.linear())
 _WORKING_TO_XYZ = cs.WORKING.to_xyz
+_F32 = np.float32
+_LUMA32 = cs.LUMA.astype(_F32)
+
+
+def _srgb_encode(x: np.ndarray) -> np.ndarray:
+    """sRGB transfer function (IEC 61966-2-1) on values in [0, 1], in the input's float type
+    (the same curve as ``colorspaces.SRGB_TRC.encode``, without its float64 round trip)."""
+    x = np.asarray(x)
+    return np.where(x <= 0.0031308, x * 12.92, 1.055 * np.power(x, 1.0 / 2.4) - 0.055).astype(x.dtype, copy=False)
 
 
 # ----------------------------------------------------------------------------- resampling
@@ -41,19 +50,34 @@ _WORKING_TO_XYZ = cs.WORKING.to_xyz
 def area_integrate(a: np.ndarray, edges: np.ndarray, axis: int = 0) -> np.ndarray:
     """Mean of piecewise-constant ``a`` over each interval ``[edges[k], edges[k+1])`` along ``axis``.
 
-    ``edges`` are increasing positions in input samples, within ``[0, n]``; fractional ends
-    are weighted by their overlap (the integral is read off the running sum). float64 out.
+    ``edges`` are increasing positions in input samples within ``[0, n]``, at least one sample
+    apart (downscaling); fractional ends are weighted by their overlap. Whole samples are
+    summed with ``np.add.reduceat`` (one pass), the two partial samples of each interval
+    added with their weights. Same float type out as in (float64 for integers).
     """
-    a = np.moveaxis(np.asarray(a), axis, 0)
-    n_in = a.shape[0]
-    edges = np.clip(np.asarray(edges, dtype=np.float64), 0.0, n_in)
-    c = np.concatenate([np.zeros((1,) + a.shape[1:]), np.cumsum(a, axis=0, dtype=np.float64)])
-    i = np.minimum(np.floor(edges).astype(np.intp), n_in - 1)
-    f = (edges - i)[(...,) + (None,) * (a.ndim - 1)]
-    integral = c[i] + f * a[i]
-    width = np.diff(edges)[(...,) + (None,) * (a.ndim - 1)]
-    out = (integral[1:] - integral[:-1]) / width
-    return np.moveaxis(out, 0, axis)
+    a = np.asarray(a)
+    if a.dtype.kind != "f":
+        a = a.astype(np.float64)
+    axis = axis % a.ndim
+    n = a.shape[axis]
+    e = np.clip(np.asarray(edges, dtype=np.float64), 0.0, n)
+    if np.any(np.diff(e) < 1.0 - 1e-9):
+        raise ValueError("area_integrate only shrinks: intervals must span at least one sample")
+    lo = np.ceil(e[:-1] - 1e-9).astype(np.intp)  # first whole sample of each interval
+    hi = np.maximum(np.floor(e[1:] + 1e-9).astype(np.intp), lo)  # one past its last whole sample
+    shape = [1] * a.ndim
+    shape[axis] = -1
+
+    def w(v):
+        return np.asarray(v, dtype=a.dtype).reshape(shape)
+
+    sums = np.add.reduceat(a, np.minimum(lo, n - 1), axis=axis)
+    # reduceat sums a[lo_k : lo_{k+1}]; take off the sample at hi_k where that range overshoots
+    over = np.append(lo[1:], n) > hi
+    at_hi = np.take(a, np.minimum(hi, n - 1), axis=axis)
+    before = np.take(a, np.maximum(lo - 1, 0), axis=axis)
+    sums += w(e[1:] - hi - over) * at_hi + w(lo - e[:-1]) * before
+    return sums * w(1.0 / np.diff(e))
 
 
 def _area_axis(a: np.ndarray, n_out: int, axis: int) -> np.ndarray:
@@ -61,7 +85,7 @@ def _area_axis(a: np.ndarray, n_out: int, axis: int) -> np.ndarray:
     ``j`` is the mean of the input over ``[j·r, (j+1)·r)``, ``r = n_in / n_out``."""
     n_in = a.shape[axis]
     if n_out == n_in:
-        return np.asarray(a, dtype=np.float64)
+        return a
     if not 0 < n_out <= n_in:
         raise ValueError(f"area resampling only shrinks: {n_in} → {n_out}")
     return area_integrate(a, np.arange(n_out + 1) * (n_in / n_out), axis)
@@ -74,16 +98,21 @@ def area_size(height: int, width: int, long_side: int) -> tuple[int, int]:
 
 
 def area_downscale(rgb: np.ndarray, long_side: int) -> np.ndarray:
-    """Box-filter ``(H, W, C)`` linear data down to a long side of at most ``long_side``.
+    """Box-filter ``(H, W, 3)`` linear data down to a long side of at most ``long_side``.
 
     Averaging in linear light keeps the mean light of every region (unlike averaging encoded
-    values), so statistics do not depend on the input resolution. float64 out; unchanged
-    (as float64) when already small enough.
+    values), so statistics do not depend on the input resolution. The result equals
+    :func:`area_integrate` along both axes, computed in one compiled pass
+    (:mod:`monet_cli._area`). float64 out; an image already small enough is returned as is
+    (as float).
     """
+    rgb = np.asarray(rgb)
     h, w = area_size(rgb.shape[0], rgb.shape[1], long_side)
-    out = np.asarray(rgb, dtype=np.float64)
-    out = _area_axis(out, h, 0)
-    return _area_axis(out, w, 1)
+    if (h, w) == rgb.shape[:2]:
+        return rgb if rgb.dtype.kind == "f" else rgb.astype(np.float64)
+    from monet_cli._area import box_downscale
+
+    return box_downscale(rgb, h, w)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -119,14 +148,14 @@ def colourfulness(rgb: np.ndarray) -> float:
     5007, 2003). Their scale: < 15 not colourful, 15–33 slightly, 33–45 moderately, 45–59
     averagely, 59–82 quite, 82–109 highly, > 109 extremely colourful.
     """
-    return _colourfulness_encoded(cs.SRGB_TRC.encode(np.clip(to_display(rgb), 0.0, 1.0)))
+    return _colourfulness_encoded(_srgb_encode(np.clip(to_display(rgb), 0.0, 1.0)))
 
 
 def _colourfulness_encoded(enc: np.ndarray) -> float:
-    enc = 255.0 * enc
-    r, g, b = enc[..., 0].ravel(), enc[..., 1].ravel(), enc[..., 2].ravel()
+    r, g, b = (255.0 * enc[..., i].ravel() for i in range(3))
     rg, yb = r - g, 0.5 * (r + g) - b
-    return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
+    return float(np.hypot(rg.std(dtype=np.float64), yb.std(dtype=np.float64))
+                 + 0.3 * np.hypot(rg.mean(dtype=np.float64), yb.mean(dtype=np.float64)))
 
 
 COLOURFULNESS_WORDS = ((15, "not colourful"), (33, "slightly colourful"), (45, "moderately colourful"),
@@ -146,7 +175,7 @@ def gamut_edge_mask(rgb: np.ndarray) -> np.ndarray:
     channels span at least 0.25: the colour is pinned to the display's gamut, what
     over-saturation (or clipping) leaves behind. Neutral clipped whites do not count.
     """
-    return _gamut_edge_encoded(cs.SRGB_TRC.encode(np.clip(to_display(rgb), 0.0, 1.0)))
+    return _gamut_edge_encoded(_srgb_encode(np.clip(to_display(rgb), 0.0, 1.0)))
 
 
 def _gamut_edge_encoded(enc: np.ndarray) -> np.ndarray:
@@ -257,8 +286,10 @@ def estimate_neutral(rgb: np.ndarray) -> Neutral:
     them differently, which lowers the confidence. Content that fools both in the same way
     is left to the planner's prior (how large a cast is plausible).
     """
-    rgb = np.asarray(rgb, dtype=np.float64)
-    Y = rgb @ cs.LUMA
+    rgb = np.asarray(rgb)
+    if rgb.dtype.kind != "f":
+        rgb = rgb.astype(np.float64)
+    Y = rgb @ cs.LUMA.astype(rgb.dtype)
     lo = np.minimum(np.minimum(rgb[..., 0], rgb[..., 1]), rgb[..., 2])
     hi = np.maximum(np.maximum(rgb[..., 0], rgb[..., 1]), rgb[..., 2])
     ok = _erode((Y > 0.01) & (hi < 0.97) & (lo > 1e-4))
@@ -266,10 +297,11 @@ def estimate_neutral(rgb: np.ndarray) -> Neutral:
     grey = (1.0, 1.0, 1.0)
     if ok.sum() < 64:
         return Neutral(grey, grey, *cct_duv(np.ones(3)), 0.0, 0.0, usable)
-    grad = np.stack([_sobel_magnitude(rgb[..., c])[ok] for c in range(3)], axis=-1)
+    planes = np.moveaxis(rgb, -1, 0).copy()
+    grad = np.stack([_sobel_magnitude(planes[c])[ok] for c in range(3)], axis=-1).astype(np.float64)
     n = np.mean(grad**6, axis=0) ** (1.0 / 6.0)
     Yok = Y[ok]
-    bright = rgb[ok][Yok >= np.percentile(Yok, 95)].mean(axis=0)
+    bright = rgb[ok][Yok >= np.percentile(Yok, 95)].mean(axis=0, dtype=np.float64)
     if not (np.all(n > 0) and np.all(bright > 0)):
         return Neutral(grey, grey, *cct_duv(np.ones(3)), 0.0, 0.0, usable)
     n = n / float(n @ cs.LUMA)
@@ -351,18 +383,18 @@ def measure(proxy: np.ndarray) -> Measurements:
     rgb = np.asarray(proxy)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) image, got shape {rgb.shape}")
-    rgb = area_downscale(rgb, ANALYSIS_SIDE)
-    rgb = np.where(np.isfinite(rgb), rgb, 0.0)
-    Y = rgb @ cs.LUMA
-    Yc = np.maximum(Y, 0.0)
+    rgb = area_downscale(rgb.astype(_F32, copy=False), ANALYSIS_SIDE)
+    rgb = np.where(np.isfinite(rgb), rgb, _F32(0.0))
+    Y = rgb @ _LUMA32
+    Yc = np.maximum(Y, _F32(0.0))
     p05, p1, p5, p50, p95, p99 = np.percentile(Yc, [0.5, 1, 5, 50, 95, 99])
-    disp = to_display(rgb)
+    disp = rgb @ _WORKING_TO_SRGB.T.astype(_F32)
     dmax = np.maximum(np.maximum(disp[..., 0], disp[..., 1]), disp[..., 2])
     white_point = float(np.percentile(dmax, 99.9))
-    enc = cs.SRGB_TRC.encode(np.clip(disp, 0.0, 1.0))
+    enc = _srgb_encode(np.clip(disp, _F32(0.0), _F32(1.0)))
     edge = _gamut_edge_encoded(enc)
 
-    lab_px = xyz_to_lab(rgb @ _WORKING_TO_XYZ.T)
+    lab_px = xyz_to_lab(rgb @ _WORKING_TO_XYZ.T.astype(_F32))
     C = np.hypot(lab_px[..., 1], lab_px[..., 2]).ravel()
 
     # HSL bands: the renderer's hue scale and band weights, per pixel
@@ -383,9 +415,9 @@ def measure(proxy: np.ndarray) -> Measurements:
         black_point=float(p05), white_point=white_point,
         clipped_white=float(np.mean(dmax >= WHITE_CLIP)),
         clipped_black=float(np.mean(Y <= BLACK_CLIP)),
-        key=float(np.exp(np.mean(np.log(Yc + _LOG_EPS)))),
+        key=float(np.exp(np.mean(np.log(Yc + _F32(_LOG_EPS)), dtype=np.float64))),
         spread=float((lstar(p99) - lstar(p1)) / 100.0),
-        chroma=float(C.mean()),
+        chroma=float(C.mean(dtype=np.float64)),
         colourfulness=_colourfulness_encoded(enc),
         gamut_edge=float(edge.mean()),
         neutral=estimate_neutral(rgb),

@@ -78,12 +78,30 @@ class StagePlan:
 
 @dataclass
 class Source:
+    """The photo a plan was made for. ``mtime_ns`` lets an unchanged file skip re-hashing."""
+
     name: str
     size: int
     sha256: str
+    mtime_ns: int | None = None
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "size": self.size, "sha256": self.sha256}
+        d = {"name": self.name, "size": self.size, "sha256": self.sha256}
+        if self.mtime_ns is not None:
+            d["mtime_ns"] = self.mtime_ns
+        return d
+
+    def matches(self, path) -> bool:
+        """Whether ``path`` still holds the content this plan was made for.
+
+        Size first, then (when the modification time changed or was not recorded) the hash.
+        """
+        st = Path(path).stat()
+        if st.st_size != self.size:
+            return False
+        if self.mtime_ns is not None and st.st_mtime_ns == self.mtime_ns:
+            return True
+        return file_sha256(path) == self.sha256
 
 
 @dataclass
@@ -206,7 +224,8 @@ class Plan:
             if not (isinstance(sd, dict) and isinstance(sd.get("name"), str) and isinstance(sd.get("size"), int)
                     and isinstance(sd.get("sha256"), str)):
                 raise PlanError(f"{where}.source: expected name (string), size (integer), sha256 (string)")
-            source = Source(sd["name"], sd["size"], sd["sha256"])
+            mt = sd.get("mtime_ns")
+            source = Source(sd["name"], sd["size"], sd["sha256"], mt if isinstance(mt, int) else None)
         pd = d.get("planner") or {}
         if not isinstance(pd, dict):
             raise PlanError(f"{where}.planner: expected an object")
@@ -311,4 +330,5 @@ def file_sha256(path, *, chunk: int = 1 << 20) -> str:
 
 def source_of(path) -> Source:
     p = Path(path)
-    return Source(name=p.name, size=p.stat().st_size, sha256=file_sha256(p))
+    st = p.stat()
+    return Source(name=p.name, size=st.st_size, sha256=file_sha256(p), mtime_ns=st.st_mtime_ns)

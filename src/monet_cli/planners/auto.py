@@ -55,7 +55,7 @@ from monet_cli import operations as ops
 from monet_cli.catalog import catalog
 from monet_cli.measure import Measurements, area_downscale, colourfulness, colourfulness_word, lstar, lstar_inverse, measure
 from monet_cli.plan import Reasoning, StagePlan
-from monet_cli.reasoning import change_phrase, intensity_word
+from monet_cli.reasoning import intensity_word, signed
 
 GREY = cs.MIDDLE_GREY
 
@@ -66,7 +66,7 @@ PRESS_WEIGHT = 0.6  # over-exposure evidence from a histogram pressed against wh
 BLACK_LIFT_LSTAR = 5.0  # L* of the 0.5th percentile above which blacks count as lifted
 BLACK_TARGET_LSTAR = 2.0
 FLAT_SPREAD = 0.60  # below this share of black…white the histogram is flat
-WB_DEAD_ZONE = (8.0, 10.0)  # Temperature, Tint values below which a cast is left alone
+WB_DEAD_ZONE = (8.0, 15.0)  # Temperature, Tint values below which a cast is left alone
 WB_PLAUSIBLE = (40.0, 25.0)  # Temperature, Tint values of the largest plausible cast
 WB_STRENGTH = 0.9
 GAMUT_EDGE_EVIDENCE = (0.01, 0.10)  # pinned fraction: no evidence … full evidence of over-saturation
@@ -171,12 +171,14 @@ def parse_instructions(text: str | None) -> list[Request]:
             before = s[max(0, m.start() - 40):m.start()]
             if _NEGATED.search(before):
                 continue
-            k = 2.0 if _STRONG.search(before) else 0.5 if _WEAK.search(before) else 1.0
+            mod = _STRONG.search(before) or _WEAK.search(before)
+            k = 1.0 if mod is None else 2.0 if _STRONG.search(before) else 0.5
+            phrase = (mod.group(0) if mod else "") + m.group(0)
             name = op
             if op in ("+band", "-band"):
                 band = re.search(_BANDS, m.group(0)).group(0).capitalize()
                 name = f"SaturationAdjustment{band}"
-            found.append((m.start(), Request(name, float(amount) * k, m.group(0))))
+            found.append((m.start(), Request(name, float(amount) * k, phrase.strip())))
     return [r for _, r in sorted(found, key=lambda t: t[0])]
 
 
@@ -274,9 +276,10 @@ def _finish(proposals: dict[str, _Proposal], none_issue: str, none_solution: str
         issue = " ".join(i for _, i, _ in p.parts if i)
         goals = [g for _, _, g in p.parts if g]
         unit = _unit(op, v)
-        solution = change_phrase(op, v) + (f", {unit}" if unit else "")
+        verb = "Increase" if v > 0 else "Decrease"
+        solution = f"{verb} {op} by a {intensity_word(v)} amount ({signed(v)}" + (f", {unit})" if unit else ")")
         if goals:
-            solution += ", " + "; ".join(goals)
+            solution += " " + "; ".join(goals)
         reasoning.append(Reasoning(op, issue, solution + "."))
     if not adjustments:
         return StagePlan(status="no_change", reasoning=[Reasoning("None", none_issue, none_solution)])
@@ -302,18 +305,18 @@ def _lighting(m: Measurements, proposals: dict[str, _Proposal]) -> str:
     """Analytic lighting corrections into ``proposals``; returns a sentence for no_change."""
     D, H = m.median_ev, m.headroom_ev
     med_word = f"The median luminance is {m.p50:.3f}"
-    med_rel = (f"about {abs(D):.1f} EV {'under' if D > 0 else 'over'} middle grey (0.18)"
-               if abs(D) >= 0.05 else "at middle grey (0.18)")
+    med_rel = (f"about {abs(D):.1f} EV {'under' if D > 0 else 'over'} middle grey"
+               if abs(D) >= 0.05 else "at middle grey")
     ev = 0.0
     issue = ""
     if D > 0 and H > 0:
         up = min(D, H)
         if up >= EV_DEAD_ZONE:
             ev = up
-            limit = ("which is as far as the highlights allow" if H < D else "which brings the midtones to middle grey")
+            limit = "as far as the highlights allow" if H < D else "to bring the midtones to middle grey"
             issue = (f"{med_word}, {med_rel}, and the brightest tones reach only {m.white_point:.2f}, "
                      f"{H:.1f} EV under white: the photo is under-exposed.")
-            goal = f"{limit} without clipping"
+            goal = f"{limit}, without clipping"
     elif D < 0:
         clip = _smoothstep((m.clipped_white - CLIP_EVIDENCE[0]) / (CLIP_EVIDENCE[1] - CLIP_EVIDENCE[0]))
         press = PRESS_WEIGHT * _smoothstep((0.25 - H) / 0.25)
@@ -332,7 +335,7 @@ def _lighting(m: Measurements, proposals: dict[str, _Proposal]) -> str:
     gain = 2.0**ev
     # highlights beyond white that are real data (RAW / HDR), after the exposure change
     wp = m.white_point * gain
-    if wp > 1.0 and m.clipped_white < 0.5:
+    if wp > 1.05 and m.clipped_white < 0.5:
         v = max(-100.0, 100.0 * math.log2(0.95 / wp) / ops.WHITES_EV)
         if v <= -5:
             proposals.setdefault("Whites", _Proposal("Whites")).add(
@@ -374,10 +377,13 @@ def _lighting(m: Measurements, proposals: dict[str, _Proposal]) -> str:
                    f"percentile, L* {lstar(m.p1):.0f}–{lstar(m.p99):.0f}): the photo is flat.",
                 "to spread the tones")
 
-    return (f"{med_word} ({med_rel}), the brightest tones reach {m.white_point:.2f}, the tones fill "
+    note = (f"{med_word}, {med_rel} (0.18); the brightest tones reach {m.white_point:.2f}, the tones fill "
             f"{100 * m.spread:.0f}% of the range from black to white, {100 * m.clipped_white:.1f}% of the pixels "
-            f"are clipped at white and {100 * m.clipped_black:.1f}% crushed to black. A low-key or high-key "
-            f"photo is not corrected towards an average.")
+            f"are clipped at white and {100 * m.clipped_black:.1f}% crushed to black.")
+    if abs(D) > 0.5:
+        note += (f" A {'dark' if D > 0 else 'bright'} photo whose {'highlights still reach white' if D > 0 else 'highlights are not clipped'} "
+                 f"is taken as {'low' if D > 0 else 'high'}-key on purpose, not corrected towards an average.")
+    return note
 
 
 # ----------------------------------------------------------------------------- colour
@@ -493,5 +499,5 @@ class AutoPlanner:
         else:
             raise ValueError(f"unknown stage {stage!r}")
         _add_style_and_requests(proposals, stage_ops, style, requests, style_offsets)
-        title = catalog().stages[stage].title.lower()
-        return _finish(proposals, note, f"No {title} adjustment is needed.")
+        title = catalog().stages[stage].title
+        return _finish(proposals, note, f"No {title if title.isupper() else title.lower()} adjustment is needed.")

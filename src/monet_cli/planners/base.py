@@ -26,7 +26,7 @@ import numpy as np
 from monet_cli import colorspaces as cs
 from monet_cli.catalog import STAGES, catalog
 from monet_cli.errors import UsageError
-from monet_cli.measure import area_integrate, area_size
+from monet_cli.measure import area_downscale, area_size
 from monet_cli.plan import Plan, Planner, StagePlan
 
 STYLES: tuple[str, ...] = ("balanced", "vibrant", "retro")
@@ -81,8 +81,8 @@ def make_proxy(image, long_side: int = PROXY_LONG_SIDE) -> np.ndarray:
     transfer function, converted to linear BT.2020 D65), or an ``(H, W, 3)`` array already in
     the working space. Downscaling is an exact area average (box filter) in linear light, so
     the proxy's statistics — mean light, clipped area, colour of every region — do not depend
-    on the file's resolution. Large files are processed in strips of rows, never as a whole
-    float copy.
+    on the file's resolution. Integer pixels are decoded by table inside the compiled box
+    filter (:mod:`monet_cli._area`), so a large file never needs a float copy of itself.
     """
     if long_side < 1:
         raise ValueError(f"long_side must be positive, got {long_side}")
@@ -97,19 +97,12 @@ def make_proxy(image, long_side: int = PROXY_LONG_SIDE) -> np.ndarray:
     h, w = area_size(H, W, long_side)
     if (h, w) == (H, W):
         lin = _decode(pixels, space.trc).astype(np.float64)
+    elif pixels.dtype.kind == "u":
+        from monet_cli._area import box_downscale
+
+        lin = box_downscale(pixels, h, w, _decode_lut(space.trc, pixels.dtype.itemsize * 8))
     else:
-        lin = np.empty((h, w, 3), dtype=np.float64)
-        r = H / h
-        # output rows per strip so that a strip decodes about 4 M values
-        chunk = max(1, int(4_000_000 / (W * 3 * r)))
-        col_edges = np.arange(w + 1) * (W / w)
-        for j0 in range(0, h, chunk):
-            j1 = min(h, j0 + chunk)
-            a0 = int(math.floor(j0 * r))
-            a1 = min(H, int(math.ceil(j1 * r)))
-            strip = _decode(pixels[a0:a1], space.trc)
-            rows = area_integrate(strip, np.arange(j0, j1 + 1) * r - a0, axis=0)
-            lin[j0:j1] = area_integrate(rows, col_edges, axis=1)
+        lin = area_downscale(_decode(pixels, space.trc), long_side)
     if space != cs.WORKING:
         lin = lin @ space.linear().matrix_to(cs.WORKING).T
     return np.ascontiguousarray(lin, dtype=np.float32)

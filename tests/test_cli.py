@@ -1,0 +1,320 @@
+"""The `monet` command through its installed entry point: apply, plan, edit-stage, show,
+batches, bad input, interrupt and rerun."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+import fixtures as fx
+from monet_cli.images import read_image
+
+EXAMPLE_PLAN = {"Exposure": 18, "Contrast": 12, "Shadows": 20, "Temperature": 10, "Saturation": 8,
+                "SaturationAdjustmentOrange": 10}
+
+
+def monet_cmd() -> list[str]:
+    exe = Path(sys.executable).parent / "monet"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "monet_cli"]
+
+
+def run(*args, cwd=None, check=None) -> subprocess.CompletedProcess:
+    p = subprocess.run(monet_cmd() + [str(a) for a in args], capture_output=True, text=True, cwd=cwd,
+                       env={**os.environ, "COLUMNS": "200"}, timeout=300)
+    if check is not None:
+        assert p.returncode == check, (p.returncode, p.stdout, p.stderr)
+    return p
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(f.name for f in folder.rglob("*") if f.name.endswith((".monet-tmp", ".monet.lock")))
+
+
+@pytest.fixture
+def plan_json(tmp_path):
+    p = tmp_path / "plan.json"
+    p.write_text(json.dumps(EXAMPLE_PLAN))
+    return p
+
+
+# ---------------------------------------------------------------------------- basics
+
+
+def test_help_and_version():
+    assert "apply" in run("--help", check=0).stdout
+    for cmd in ("apply", "plan", "edit-stage", "show", "ops"):
+        assert "Examples" in run(cmd, "--help", check=0).stdout
+    assert run("--version", check=0).stdout.startswith("monet ")
+
+
+def test_ops_json_lists_the_33_operations():
+    ops = json.loads(run("ops", "--json", check=0).stdout)
+    assert len(ops) == 33 and {o["stage"] for o in ops} == {"lighting", "color", "hsl"}
+    assert all(o["min"] == -100 and o["max"] == 100 for o in ops)
+
+
+def test_apply_writes_16bit_tiff_and_keeps_the_input(tmp_path, plan_json, photo8):
+    src = fx.make_tiff(tmp_path / "a.tif", photo8)
+    before = src.read_bytes()
+    p = run("apply", src, plan_json, "--json", check=0)
+    out = json.loads(p.stdout)
+    assert out["output"].endswith("a.monet.tif") and out["bit_depth"] == 16
+    img = read_image(tmp_path / "a.monet.tif")
+    assert img.pixels.dtype == np.uint16 and img.pixels.shape == photo8.shape
+    assert img.pixels.mean() / 257 > photo8.mean()  # brighter
+    assert src.read_bytes() == before
+
+
+def test_all_zero_plan_is_bit_for_bit(tmp_path, photo16):
+    src = fx.make_tiff(tmp_path / "p.tif", photo16)
+    plan = tmp_path / "zero.json"
+    plan.write_text(json.dumps({"Exposure": 0, "HueAdjustmentRed": 0}))
+    run("apply", src, plan, check=0)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "p.monet.tif"), photo16)
+
+
+def test_apply_refuses_to_overwrite(tmp_path, plan_json, photo8):
+    src = fx.make_tiff(tmp_path / "a.tif", photo8)
+    out = tmp_path / "out.jpg"
+    run("apply", src, plan_json, "-o", out, check=0)
+    first = out.read_bytes()
+    p = run("apply", src, plan_json, "-o", out, check=1)
+    assert "--force" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert out.read_bytes() == first
+    run("apply", src, plan_json, "-o", out, "--force", check=0)
+    before = src.read_bytes()
+    p = run("apply", src, plan_json, "-o", src, "--force", check=1)
+    assert "input" in p.stderr and src.read_bytes() == before
+
+
+def test_apply_raw_gives_prophoto_16bit_tiff(tmp_path, plan_json, dng_path):
+    p = run("apply", dng_path, plan_json, "--json", check=0)
+    out = json.loads(p.stdout)
+    assert out["colorspace"] == "prophoto" and out["bit_depth"] == 16
+    assert read_image(out["output"]).colorspace.name == "prophoto"
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+def _bad_inputs(tmp_path, photo8):
+    d = tmp_path / "bad"
+    d.mkdir()
+    good_tif = fx.make_tiff(d / "g.tif", photo8)
+    good_jpg = fx.make_jpeg(d / "g.jpg", photo8)
+    dng = fx.make_dng(d / "g.dng", np.full((48, 64, 3), 0.2))
+    nan = fx.make_tiff(d / "nan.tif", np.where(photo8 > 200, np.nan, photo8 / 255.0).astype(np.float32))
+    empty = d / "empty.tif"
+    empty.write_bytes(b"")
+    return {
+        "missing": d / "nope.tif",
+        "directory": d,
+        "zero-byte": empty,
+        "truncated tiff": fx.truncate(good_tif, 600),
+        "truncated jpeg": fx.truncate(good_jpg, 300),
+        "truncated raw": fx.truncate(dng, 2000),
+        "bomb": fx.bomb_tiff(d / "bomb.tif"),
+        "nan": nan,
+        "garbage": fx.garbage(d / "garbage.tif"),
+    }
+
+
+def test_bad_inputs_fail_with_one_line_and_write_nothing(tmp_path, plan_json, photo8):
+    cases = _bad_inputs(tmp_path, photo8)
+    for name, path in cases.items():
+        if name == "directory":
+            continue
+        before = set(path.parent.iterdir())
+        out = tmp_path / f"out-{name.replace(' ', '-')}.tif"
+        p = run("apply", path, plan_json, "-o", out)
+        assert p.returncode == 1, (name, p.stdout, p.stderr)
+        lines = [ln for ln in p.stderr.splitlines() if ln.strip() and "Unexpected end of file" not in ln]
+        assert len(lines) == 1 and lines[0].startswith("monet: error:"), (name, p.stderr)
+        assert "Traceback" not in p.stderr
+        assert not out.exists() and set(path.parent.iterdir()) == before, name
+    p = run("apply", cases["directory"] / "g.tif", "--plan", cases["directory"], "-o", tmp_path / "x.tif")
+    assert p.returncode == 1 and "is a directory" in p.stderr
+    p = run("apply", cases["directory"] / "g.tif", plan_json, "-o", cases["directory"])
+    assert p.returncode == 1 and "directory" in p.stderr
+
+
+@pytest.mark.parametrize("plan_text,msg", [
+    ('{"Exposure": 10, "Sharpness": 5}', "unknown operation 'Sharpness'"),
+    ('{"Exposure": "bright"}', "expected a number"),
+    ('{"Exposure": NaN}', "not valid JSON"),
+    ('{"Contrast": 150}', "outside [-100, 100]"),
+    ("Exposure: 10", "not valid JSON"),
+])
+def test_bad_plans_fail_cleanly(tmp_path, photo8, plan_text, msg):
+    src = fx.make_tiff(tmp_path / "a.tif", photo8)
+    plan = tmp_path / "plan.json"
+    plan.write_text(plan_text)
+    p = run("apply", src, plan, check=1)
+    assert msg in p.stderr and "plan.json" in p.stderr
+    assert not (tmp_path / "a.monet.tif").exists()
+
+
+# ---------------------------------------------------------------------------- plan / show / edit-stage
+
+
+def test_plan_show_apply_round_trip(tmp_path):
+    src = fx.make_jpeg(tmp_path / "dark.jpg", (fx.coffee() * 0.35).astype(np.uint8))
+    p = run("plan", src, "--json", check=0)
+    rec = json.loads(p.stdout)
+    assert rec["status"] == "ok" and rec["sidecar"].endswith("dark.jpg.monet.json")
+    plan = rec["plan"]
+    assert plan["stages"]["lighting"]["adjustments"].get("Exposure", 0) > 0
+    assert plan["source"]["name"] == "dark.jpg"
+    shown = json.loads(run("show", src, "--json", check=0).stdout)
+    assert shown["stages"] == plan["stages"]
+    assert "Lighting" in run("show", src, check=0).stdout
+    run("apply", src, check=0)
+    assert (tmp_path / "dark.monet.jpg").exists()
+    # a second plan keeps the sidecar; --force replans it and keeps history
+    assert json.loads(run("plan", src, "--json", check=0).stdout)["status"] == "skipped"
+    again = json.loads(run("plan", src, "--json", "--force", check=0).stdout)
+    assert len(again["plan"]["history"]) == 1
+
+
+def test_stale_sidecar_is_reported(tmp_path, photo8):
+    src = fx.make_jpeg(tmp_path / "a.jpg", photo8)
+    run("plan", src, check=0)
+    fx.make_jpeg(src, 255 - photo8)  # the photo changed after planning
+    p = run("apply", src, check=1)
+    assert "different version" in p.stderr
+    assert "different version" in run("show", src, check=0).stderr
+
+
+def test_edit_stage_locks_and_replans_only_later_stages(tmp_path):
+    src = fx.make_jpeg(tmp_path / "a.jpg", fx.coffee())
+    run("plan", src, check=0)
+    sidecar = tmp_path / "a.jpg.monet.json"
+    before = json.loads(sidecar.read_text())
+    p = run("edit-stage", src, "color", "--set", "Temperature=40", "--set", "Tint=-10", "--json", check=0)
+    after = json.loads(p.stdout)
+    assert after["stages"]["color"]["adjustments"] == {"Temperature": 40, "Tint": -10}
+    assert after["stages"]["color"]["locked"] is True
+    assert after["stages"]["lighting"] == before["stages"]["lighting"]
+    assert len(after["history"]) == 1 and after["history"][0]["stages"] == before["stages"]
+    assert json.loads(sidecar.read_text())["stages"] == after["stages"]
+    # a replan with --force keeps the locked stage
+    again = json.loads(run("plan", src, "--force", "--json", check=0).stdout)["plan"]
+    assert again["stages"]["color"]["adjustments"] == {"Temperature": 40, "Tint": -10}
+    # unset, wrong stage, bad value
+    run("edit-stage", src, "color", "--unset", "Tint", "--no-replan", check=0)
+    assert json.loads(sidecar.read_text())["stages"]["color"]["adjustments"] == {"Temperature": 40}
+    assert "belongs to stage" in run("edit-stage", src, "color", "--set", "Exposure=10", check=2).stderr
+    assert "outside" in run("edit-stage", src, "lighting", "--set", "Exposure=500").stderr
+
+
+def test_sidecar_dir_for_read_only_media(tmp_path, photo8):
+    media = tmp_path / "card"
+    media.mkdir()
+    src = fx.make_jpeg(media / "a.jpg", photo8)
+    side = tmp_path / "side"
+    os.chmod(media, 0o555)
+    try:
+        run("plan", src, "--sidecar-dir", side, check=0)
+        assert (side / "a.jpg.monet.json").exists()
+        run("apply", src, "--sidecar-dir", side, "--out-dir", tmp_path / "out", check=0)
+        assert (tmp_path / "out" / "a.monet.jpg").exists()
+    finally:
+        os.chmod(media, 0o755)
+
+
+# ---------------------------------------------------------------------------- batches
+
+
+def _folder(tmp_path, n=3, corrupt=True) -> Path:
+    d = tmp_path / "shoot"
+    (d / "sub").mkdir(parents=True)
+    for i in range(n):
+        fx.make_jpeg(d / f"p{i}.jpg", np.roll(fx.coffee(), 7 * i, axis=1))
+    fx.make_tiff(d / "sub" / "deep.tif", fx.astronaut())
+    if corrupt:
+        fx.garbage(d / "broken.jpg")
+    return d
+
+
+def test_batch_exit_codes_and_json_lines(tmp_path):
+    d = _folder(tmp_path)
+    p = run("plan", d, "--json", check=1)
+    recs = [json.loads(line) for line in p.stdout.splitlines()]
+    status = {Path(r["path"]).name: r["status"] for r in recs}
+    assert status == {"p0.jpg": "ok", "p1.jpg": "ok", "p2.jpg": "ok", "broken.jpg": "failed"}
+    assert [r for r in recs if r["status"] == "failed"][0]["error"]
+    # recursive takes the sub-folder; done work is skipped
+    p = run("plan", d, "--recursive", "--json", check=1)
+    status = {Path(r["path"]).name: r["status"] for r in map(json.loads, p.stdout.splitlines())}
+    assert status["deep.tif"] == "ok" and status["p0.jpg"] == "skipped"
+    p = run("apply", d, "--recursive", "--jobs", "2", "--out-dir", tmp_path / "out", check=1)
+    assert "4 done" in p.stderr and "1 failed" in p.stderr
+    assert sorted(f.name for f in (tmp_path / "out").iterdir()) == ["deep.monet.tif", "p0.monet.jpg",
+                                                                    "p1.monet.jpg", "p2.monet.jpg"]
+    (d / "broken.jpg").unlink()
+    run("apply", d, "--recursive", "--out-dir", tmp_path / "out", check=0)  # all skipped now
+    run("plan", str(d / "*.jpg"), check=0)  # a glob
+    assert run("plan", tmp_path / "nothing-here", check=1).returncode == 1
+    assert leftovers(tmp_path) == []
+
+
+def test_a_plan_file_for_a_whole_folder(tmp_path, plan_json):
+    d = _folder(tmp_path, corrupt=False)
+    p = run("apply", d, plan_json, "--format", "png", "--json", check=0)
+    outs = [json.loads(line)["output"] for line in p.stdout.splitlines()]
+    assert len(outs) == 3 and all(o.endswith(".monet.png") for o in outs)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_interrupt_mid_batch_then_rerun_completes(tmp_path, sig):
+    d = tmp_path / "many"
+    d.mkdir()
+    big = np.kron(fx.coffee(step=2), np.ones((4, 4, 1), np.uint8))  # ~1000 px wide
+    for i in range(8):
+        fx.make_tiff(d / f"p{i}.tif", np.roll(big, 13 * i, axis=0))
+    cmd = monet_cmd() + ["apply", str(d), "--plan", str(_write_plan(tmp_path)), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(d.glob("*.monet.tif"))) < 2:
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    proc.communicate(timeout=120)
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130
+    done = sorted(d.glob("*.monet.tif"))
+    assert 2 <= len(done) < 8
+    for f in done:  # every finished output is complete
+        assert tifffile.imread(f).shape == big.shape
+    p = run("apply", d, "--plan", _write_plan(tmp_path), "--json", check=0)
+    status = [json.loads(line)["status"] for line in p.stdout.splitlines()]
+    assert status.count("ok") == 8 - len(done) and status.count("skipped") == len(done)
+    assert len(list(d.glob("*.monet.tif"))) == 8
+    assert leftovers(d) == []
+
+
+def _write_plan(tmp_path) -> Path:
+    p = tmp_path / "batch-plan.json"
+    p.write_text(json.dumps(EXAMPLE_PLAN))
+    return p
+
+
+def test_two_runs_at_once_do_not_collide(tmp_path, plan_json):
+    d = _folder(tmp_path, n=4, corrupt=False)
+    cmd = monet_cmd() + ["plan", str(d), "--json"]
+    a = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    b = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    outs = [a.communicate(timeout=120)[0], b.communicate(timeout=120)[0]]
+    assert a.returncode == 0 and b.returncode == 0
+    recs = [json.loads(line) for out in outs for line in out.splitlines()]
+    ok = [Path(r["path"]).name for r in recs if r["status"] == "ok"]
+    assert sorted(ok) == ["p0.jpg", "p1.jpg", "p2.jpg", "p3.jpg"]  # each planned exactly once
+    assert leftovers(d) == []
