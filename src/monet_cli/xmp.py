@@ -55,9 +55,12 @@ tint = 3000·Duv: close to, not equal to, Adobe's number, which uses its own cam
 otherwise **assumed to be 5500 K, tint +10** (Lightroom's "Daylight" preset), and the result
 says so. An XMP with ``crs:WhiteBalance="As Shot"`` reads back as Temperature = Tint = 0.
 
-Every export also writes ``crs:ProcessVersion="11.0"`` (Process Version 5, whose sliders are
-the ``…2012`` ones), ``crs:HasSettings="True"``, all 33 mapped properties (zeros included,
-so an imported XMP resets them) and, in the private namespace ``monet:`` (:data:`MONET_NS`),
+Every export also writes ``crs:Version`` and ``crs:ProcessVersion`` ``"11.0"`` (Process
+Version 5, Camera Raw 11 / Lightroom Classic 8, whose sliders are the ``…2012`` ones),
+``crs:HasSettings="True"``, ``crs:WhiteBalance`` (``Custom`` when Temperature or Tint is
+set, else ``As Shot``: then a raw file's XMP has no Temperature/Tint at all), the other
+mapped properties with zeros included (so importing the XMP resets those sliders), for raw
+sidecars ``crs:RawFileName`` and, in the private namespace ``monet:`` (:data:`MONET_NS`),
 each non-zero value exactly (``monet:Exposure="12.5"``) plus the as-shot white balance it
 assumed. Reading prefers those exact values while they still agree with the ``crs:``
 properties (i.e. nobody changed the slider in Lightroom since), so plan → XMP → plan keeps
@@ -70,6 +73,11 @@ corrections, crops, local adjustments, Process Version 2010 sliders, …) and da
 history (``darktable:history``, an opaque blob). Settings that only qualify another one
 (SharpenRadius, GrainSize, crop edges without HasCrop, …) and the base rendering (camera
 profile, Look) are not listed.
+
+Embedding keeps the file's own XMP (title, keywords, rating, camera data…) and replaces its
+``crs:`` settings as a whole: the copy carries monet's plan, not a mixture with earlier
+Lightroom edits. A JPEG packet must fit one APP1 segment (64 KiB; extended XMP is neither
+written nor read). PNG is read (``iTXt`` ``XML:com.adobe.xmp``) but not written.
 
 Safety: packets are parsed with :mod:`xml.etree.ElementTree` after a pre-check that refuses
 packets over :data:`MAX_XMP_BYTES`, any ``<!DOCTYPE`` or other markup declaration (so no
@@ -93,13 +101,15 @@ from xml.sax.saxutils import escape as _xml_escape
 
 from monet_cli import __version__
 from monet_cli.catalog import STAGES, catalog
-from monet_cli.errors import InputError, OutputError, PlanError, UsageError
+from monet_cli.errors import InputError, OutputError, UsageError
 from monet_cli.operations import EXPOSURE_EV, TEMPERATURE_MIRED, TINT_DUV
+from monet_cli.plan import Plan, Planner, save_plan, sidecar_path, source_of, validate_values
 
 __all__ = [
-    "AsShot", "ExportResult", "ImportResult", "XmpSettings", "DEFAULT_AS_SHOT", "MAX_XMP_BYTES",
-    "as_shot_from_raw", "build_xmp", "embed_xmp", "export_xmp", "find_xmp", "import_xmp",
-    "parse_xmp", "plan_to_crs", "read_xmp_bytes", "settings_to_plan", "xmp_sidecar_path",
+    "AsShot", "DEFAULT_AS_SHOT", "ExportResult", "ImportResult", "MAX_XMP_BYTES", "XmpSettings",
+    "as_shot_from_raw", "build_xmp", "cct_duv", "default_embed_path", "embed_xmp", "export_xmp", "find_xmp",
+    "import_xmp", "kelvin_for", "lr_tint_for", "parse_xmp", "plan_to_crs", "read_xmp_bytes",
+    "save_imported_plan", "settings_to_plan", "temperature_for", "xmp_sidecar_path",
 ]
 
 X_NS = "adobe:ns:meta/"
@@ -108,6 +118,7 @@ CRS_NS = "http://ns.adobe.com/camera-raw-settings/1.0/"
 XMP_NS = "http://ns.adobe.com/xap/1.0/"
 XMPNOTE_NS = "http://ns.adobe.com/xmp/note/"
 DARKTABLE_NS = "http://darktable.sf.net/"
+XML_NS = "http://www.w3.org/XML/1998/namespace"
 # monet's private namespace (exact values, the as-shot assumption); any URI works as a name.
 MONET_NS = "http://ns.monet-cli.org/xmp/1.0/"
 PREFIXES = {X_NS: "x", RDF_NS: "rdf", CRS_NS: "crs", XMP_NS: "xmp", XMPNOTE_NS: "xmpNote",
@@ -118,7 +129,7 @@ PREFIXES = {X_NS: "x", RDF_NS: "rdf", CRS_NS: "crs", XMP_NS: "xmp", XMPNOTE_NS: 
             "http://ns.adobe.com/xap/1.0/sType/ResourceRef#": "stRef", "http://ns.adobe.com/lightroom/1.0/": "lr",
             "http://cipa.jp/exif/1.0/": "exifEX", "http://ns.adobe.com/exif/1.0/aux/": "aux"}
 
-PROCESS_VERSION = "11.0"  # Process Version 5 (Lightroom Classic 7.3+): the "…2012" sliders
+PROCESS_VERSION = "11.0"  # Process Version 5 (Lightroom Classic 8 / Camera Raw 11, 2018): the "…2012" sliders
 MAX_XMP_BYTES = 8 * 2**20
 MAX_DEPTH = 64
 JPEG_XMP_SIG = b"http://ns.adobe.com/xap/1.0/\x00"
@@ -221,14 +232,17 @@ def _tags(raw: bool) -> list[_Tag]:
 def plan_to_crs(adjustments: dict, *, raw: bool, as_shot: AsShot | None = None) -> dict[str, str]:
     """The ``crs:`` properties (local name → text, as Lightroom writes them) for ``{op: value}``.
 
-    All 33 mapped properties are present (zeros included); for raw files Temperature/Tint are
-    absolute (kelvin, tint) from ``as_shot`` (default :data:`DEFAULT_AS_SHOT`) and
-    ``WhiteBalance`` is ``Custom`` when either is non-zero, else ``As Shot``.
+    All 33 mapped properties are present (zeros included), except that a raw file whose
+    white balance is unchanged gets ``WhiteBalance="As Shot"`` instead of Temperature/Tint.
+    For raw files Temperature/Tint are absolute (kelvin, tint) from ``as_shot`` (default
+    :data:`DEFAULT_AS_SHOT`). ``WhiteBalance`` is ``Custom`` when either is non-zero.
     """
     a = as_shot or DEFAULT_AS_SHOT
     out: dict[str, str] = {}
     wb_changed = bool(adjustments.get("Temperature", 0) or adjustments.get("Tint", 0))
     for t in _tags(raw):
+        if t.kind in ("kelvin", "tint") and not wb_changed:
+            continue  # WhiteBalance="As Shot" below: the camera's own white balance
         v = float(adjustments.get(t.op, 0.0))
         if t.kind == "ev":
             out[t.prop] = _ev_text(v * EV_PER_UNIT)
@@ -238,10 +252,7 @@ def plan_to_crs(adjustments: dict, *, raw: bool, as_shot: AsShot | None = None) 
             out[t.prop] = str(int(_round_half_away(kelvin_for(v, a.kelvin))))
         else:
             out[t.prop] = _signed_int(lr_tint_for(v, a.tint))
-    if raw:
-        out["WhiteBalance"] = "Custom" if wb_changed else "As Shot"
-    elif wb_changed:
-        out["WhiteBalance"] = "Custom"
+    out["WhiteBalance"] = "Custom" if wb_changed else "As Shot"
     return out
 
 
@@ -323,7 +334,7 @@ def as_shot_from_raw(photo) -> AsShot | None:
             rgb_cam = np.array(raw.color_matrix, dtype=float)[:, :3]
         finally:
             raw.close()
-    except Exception:  # any LibRaw failure just means "unknown"
+    except Exception:  # noqa: BLE001 -- any LibRaw failure just means "unknown"
         return None
     if not (np.all(np.isfinite(mul)) and np.all(mul > 0) and np.all(pre > 0)) or not np.any(rgb_cam):
         return None
@@ -334,7 +345,7 @@ def as_shot_from_raw(photo) -> AsShot | None:
     if r is None or not LR_KELVIN[0] <= r[0] <= LR_KELVIN[1]:
         return None
     tint = min(max(LR_TINT_PER_DUV * r[1], LR_TINT[0]), LR_TINT[1])
-    return AsShot(round(r[0]), round(tint, 1), "estimated from the raw file's white balance (LibRaw)")
+    return AsShot(round(r[0]), round(tint, 1) + 0.0, "estimated from the raw file's white balance (LibRaw)")
 
 
 # ============================================================================ safe parsing
@@ -363,6 +374,8 @@ def _parse_tree(data: bytes, where) -> tuple[ET.Element, dict[str, str]]:
     if len(data) > MAX_XMP_BYTES:
         raise InputError(f"XMP is larger than {MAX_XMP_BYTES // 2**20} MiB; refusing to parse it", path=where)
     text = _decode(data, where)
+    if not text.strip():
+        raise InputError("XMP is empty", path=where)
     if _MARKUP_DECL.search(text):
         raise InputError("XMP contains a DOCTYPE or entity declaration; refusing it "
                          "(XMP never needs one, and it can expand entities or load external files)", path=where)
@@ -402,10 +415,11 @@ def _rdf_of(root: ET.Element, where) -> ET.Element:
 @dataclass
 class XmpSettings:
     """What a packet says, split by namespace: simple ``crs:`` properties (local name → text),
-    structured ``crs:`` properties (local name → number of items), ``monet:`` properties."""
+    structured ``crs:`` properties (local name → the text of each item; "" for structures),
+    ``monet:`` properties."""
 
     crs: dict[str, str] = field(default_factory=dict)
-    crs_structs: dict[str, int] = field(default_factory=dict)
+    crs_structs: dict[str, list[str]] = field(default_factory=dict)
     monet: dict[str, str] = field(default_factory=dict)
     creator_tool: str | None = None
     darktable_history: int | None = None
@@ -423,11 +437,12 @@ def _local(tag: str) -> tuple[str, str]:
     return "", tag
 
 
-def _count_items(el: ET.Element) -> int:
+def _items(el: ET.Element) -> list[str]:
+    """The items of an RDF array property (their text), or one item for a structure."""
     for c in el:
         if _local(c.tag) in ((RDF_NS, "Seq"), (RDF_NS, "Bag"), (RDF_NS, "Alt")):
-            return len(c)
-    return max(len(el), 1)
+            return [(li.text or "").strip() if len(li) == 0 else "" for li in c]
+    return [""]
 
 
 def parse_xmp(data: bytes, *, where="XMP") -> XmpSettings:
@@ -458,7 +473,7 @@ def parse_xmp(data: bytes, *, where="XMP") -> XmpSettings:
                 if simple:
                     s.crs[name] = (child.text or "").strip()
                 else:
-                    s.crs_structs[name] = _count_items(child)
+                    s.crs_structs[name] = _items(child)
             elif uri == MONET_NS and simple:
                 s.monet[name] = (child.text or "").strip()
             elif (uri, name) == (XMP_NS, "CreatorTool") and simple:
@@ -466,7 +481,7 @@ def parse_xmp(data: bytes, *, where="XMP") -> XmpSettings:
             elif (uri, name) == (XMPNOTE_NS, "HasExtendedXMP"):
                 s.extended_xmp = True
             elif (uri, name) == (DARKTABLE_NS, "history"):
-                s.darktable_history = _count_items(child) if len(child) else 0
+                s.darktable_history = len(_items(child)) if len(child) else 0
     return s
 
 
@@ -491,10 +506,10 @@ _SECONDARY = re.compile(
     r"PostCropVignette(Midpoint|Roundness|Feather|Style|HighlightContrast)|VignetteMidpoint|"
     r"SplitToning(ShadowHue|HighlightHue|Balance)|ColorGrade(Blending|\w*Hue)|"
     r"Parametric(Shadow|Midtone|Highlight)Split|Defringe(Purple|Green)Hue(Lo|Hi)|"
-    r"Crop(Top|Left|Bottom|Right|Angle)|LensProfile\w*Scale|Upright\w*|Enable\w*|"
+    r"Crop\w*|GrayMixer\w*|LensProfile\w*Scale|Upright\w*|Enable\w*|"
     r"Auto\w*Version|LensManualDistortionAmount_?Version)$")
 # Defaults that are not zero (a setting at its default is not an edit).
-_DEFAULTS = {"PerspectiveScale": 100.0, "LensProfileDistortionScale": 100.0,
+_DEFAULTS = {"PerspectiveScale": 100.0, "CurveRefineSaturation": 100.0, "LensProfileDistortionScale": 100.0,
              "LensProfileVignettingScale": 100.0, "LensProfileChromaticAberrationScale": 100.0}
 _RAW_DEFAULTS = {"Sharpness": 40.0, "ColorNoiseReduction": 25.0}
 # Process Version 2003/2010 tone sliders: only active below PV 6.7, superseded by the "2012" ones.
@@ -506,7 +521,7 @@ _IDENTITY_CURVE = {"ToneCurvePV2012", "ToneCurvePV2012Red", "ToneCurvePV2012Gree
                    "ToneCurve", "ToneCurveRed", "ToneCurveGreen", "ToneCurveBlue"}
 
 
-def _is_neutral(name: str, text: str, *, raw: bool) -> bool:
+def _is_neutral(name: str, text: str) -> bool:
     t = text.strip()
     if t.lower() in _NEUTRAL_TEXT:
         return True
@@ -515,6 +530,14 @@ def _is_neutral(name: str, text: str, *, raw: bool) -> bool:
     except ValueError:
         return False
     return x == _DEFAULTS.get(name, 0.0)
+
+
+def _is_identity_curve(points: list[str]) -> bool:
+    try:
+        xy = [tuple(float(c) for c in p.split(",")) for p in points]
+    except ValueError:
+        return False
+    return all(len(q) == 2 and q[0] == q[1] for q in xy)
 
 
 def _pv_number(text: str | None) -> float | None:
@@ -528,7 +551,7 @@ def _pv_number(text: str | None) -> float | None:
 class ImportResult:
     """A plan read from XMP, what could not be represented, and how values were obtained."""
 
-    plan: "object"
+    plan: Plan
     xmp: Path
     embedded: bool
     photo: Path | None
@@ -542,12 +565,11 @@ class ImportResult:
         return self.plan.adjustments
 
     def to_dict(self) -> dict:
-        from monet_cli.plan import _num
-
         return {"xmp": str(self.xmp), "embedded": self.embedded,
                 "photo": str(self.photo) if self.photo else None,
                 "plan_path": str(self.plan_path) if self.plan_path else None,
-                "adjustments": {k: _num(v) for k, v in self.adjustments.items()},
+                "adjustments": {k: int(v) if float(v).is_integer() else round(v, 3)
+                                for k, v in self.adjustments.items()},
                 "unsupported": self.unsupported, "notes": self.notes,
                 "as_shot": self.as_shot.to_dict() if self.as_shot else None,
                 "plan": self.plan.to_dict()}
@@ -574,7 +596,7 @@ def _unsupported(s: XmpSettings, *, raw: bool) -> list[dict]:
             out.append({"tag": f"crs:{name}", "value": text,
                         "reason": "a Process Version 2010 slider; monet maps the 2012 sliders only"})
             continue
-        if _is_neutral(name, text, raw=raw):
+        if _is_neutral(name, text):
             continue
         entry = {"tag": f"crs:{name}", "value": text}
         try:
@@ -587,12 +609,12 @@ def _unsupported(s: XmpSettings, *, raw: bool) -> list[dict]:
         crop = ", ".join(f"{k[4:].lower()} {s.crs[k]}" for k in ("CropLeft", "CropTop", "CropRight", "CropBottom",
                                                                    "CropAngle") if k in s.crs)
         out.append({"tag": "crs:HasCrop", "value": "True", "reason": f"a crop ({crop}); monet does not crop"})
-    for name, n in s.crs_structs.items():
-        if name in _IDENTITY_CURVE and n <= 2:
-            continue  # the identity curve "0, 0", "255, 255"
-        if name in _BOOKKEEPING:
+    for name, items in s.crs_structs.items():
+        if name in _BOOKKEEPING or not items or (name in _IDENTITY_CURVE and _is_identity_curve(items)):
             continue
-        out.append({"tag": f"crs:{name}", "value": f"{n} item{'s' * (n != 1)}"})
+        n = len(items)
+        value = ("points " + "; ".join(items)) if name in _IDENTITY_CURVE else f"{n} item{'s' * (n != 1)}"
+        out.append({"tag": f"crs:{name}", "value": value})
     if s.darktable_history is not None:
         out.append({"tag": "darktable:history", "value": f"{s.darktable_history} steps",
                     "reason": "darktable's own edit history (binary module parameters) is not readable; "
@@ -604,19 +626,17 @@ def settings_to_plan(s: XmpSettings, *, raw: bool | None = None, as_shot: AsShot
                      photo=None):
     """Build a :class:`~monet_cli.plan.Plan` (planner backend ``xmp``) from parsed settings.
 
-    Returns ``(plan, unsupported, notes, as_shot_used)``. ``raw`` says how to read the white
-    balance; by default it follows the packet (``IncrementalTemperature`` → rendered file,
-    absolute ``Temperature`` → raw file). ``as_shot`` overrides the as-shot white balance.
+    Returns ``(plan, unsupported, notes, as_shot_used)``. How the white balance is read
+    follows the packet (``IncrementalTemperature`` → rendered file, absolute ``Temperature``
+    → raw file); ``raw`` (the photo's kind) decides only when the packet has neither.
+    ``as_shot`` overrides the as-shot white balance; ``photo`` (a raw file) lets it be
+    estimated when neither the caller nor the packet gives it.
     """
-    from monet_cli.plan import Plan, Planner
-
     notes: list[str] = []
     crs = s.crs
-    if raw is None:
-        raw = "IncrementalTemperature" not in crs and "IncrementalTint" not in crs and (
-            "Temperature" in crs or "Tint" in crs)
-    if raw and ("IncrementalTemperature" in crs or "IncrementalTint" in crs) and "Temperature" not in crs:
-        raw = False  # a rendered-file XMP, whatever the file is called
+    has_inc = "IncrementalTemperature" in crs or "IncrementalTint" in crs
+    has_abs = "Temperature" in crs or "Tint" in crs
+    raw = bool(raw) if has_inc == has_abs else has_abs
     pv = _pv_number(crs.get("ProcessVersion"))
     legacy = pv is not None and pv < 6.7
     if legacy:
@@ -625,63 +645,60 @@ def settings_to_plan(s: XmpSettings, *, raw: bool | None = None, as_shot: AsShot
     if not s.has_settings:
         notes.append("the XMP holds no Camera Raw settings (crs:)")
 
-    wb_as_shot = crs.get("WhiteBalance", "").strip().lower() == "as shot"
-    used_as_shot = None
+    wb_as_shot = raw and crs.get("WhiteBalance", "").strip().lower() == "as shot"
+    used = None
     if raw:
-        recorded = _recorded_as_shot(s)
         if as_shot is not None:
-            used_as_shot = as_shot
-        elif recorded is not None:
-            used_as_shot = recorded
+            used = as_shot
         elif wb_as_shot:
-            used_as_shot = None
+            used = _lightroom_values_as_shot(crs)
         else:
-            est = as_shot_from_raw(photo) if photo is not None else None
-            used_as_shot = est or DEFAULT_AS_SHOT
-            if ("Temperature" in crs or "Tint" in crs) and used_as_shot is DEFAULT_AS_SHOT:
-                notes.append("white balance: the as-shot white balance is unknown; " + DEFAULT_AS_SHOT.source)
+            used = _recorded_as_shot(s) or (as_shot_from_raw(photo) if photo is not None else None)
+            if used is None:
+                used = DEFAULT_AS_SHOT
+                if has_abs:
+                    notes.append("white balance: the as-shot white balance is unknown; " + DEFAULT_AS_SHOT.source)
 
     exact = _exact_values(s)
-    expected = None
-    if exact is not None:
-        expected = plan_to_crs(exact, raw=raw, as_shot=_recorded_as_shot(s) or used_as_shot)
+    expected = plan_to_crs(exact, raw=raw, as_shot=_recorded_as_shot(s)) if exact is not None else None
     values: dict[str, float] = {}
     changed: list[str] = []
     for t in _tags(raw):
         if legacy and t.prop.endswith("2012"):
             continue
-        if t.kind in ("kelvin", "tint") and wb_as_shot and as_shot is None:
-            continue  # "As Shot": the file's own white balance, i.e. no change
         text = crs.get(t.prop)
-        if expected is not None and _same_setting(t, text, expected.get(t.prop)):
-            if exact.get(t.op, 0.0):
-                values[t.op] = exact[t.op]
-            continue
-        if expected is not None and t.op in exact or (expected is not None and text is not None):
-            changed.append(t.op)
+        if wb_as_shot and t.kind in ("kelvin", "tint"):
+            if exact and exact.get(t.op):
+                changed.append(t.op)
+            continue  # "As Shot": the camera's own white balance, i.e. no change
+        if expected is not None:
+            if _same_setting(t, text, expected.get(t.prop)):
+                if exact.get(t.op):
+                    values[t.op] = exact[t.op]
+                continue
+            if text is not None or exact.get(t.op):
+                changed.append(t.op)
         if text is None:
             continue
         try:
-            v = _crs_to_value(t, text, used_as_shot or DEFAULT_AS_SHOT)
+            v = _crs_to_value(t, text, used or DEFAULT_AS_SHOT)
         except ValueError:
             notes.append(f"crs:{t.prop}={text!r} is not a number; ignored")
             continue
-        if t.kind in ("kelvin", "tint"):
-            v = _round_half_away(v, 2)
-        else:
-            v = _round_half_away(v, 6)
+        v = _round_half_away(v, 2 if t.kind in ("kelvin", "tint") else 6)
         op = catalog().ops[t.op]
         if not op.min <= v <= op.max:
             clamped = min(max(v, op.min), op.max)
             if t.kind == "ev":
-                notes.append(f"crs:Exposure2012 {text} EV is beyond monet's ±{EXPOSURE_EV:g} EV; clamped to {clamped:+g}")
+                notes.append(f"crs:Exposure2012 {text} EV is beyond monet's ±{EXPOSURE_EV:g} EV; "
+                             f"{t.op} clamped to {clamped:+g}")
             else:
-                notes.append(f"crs:{t.prop}={text} is beyond monet's {t.op} range; clamped to {clamped:+g}")
+                notes.append(f"crs:{t.prop}={text} is beyond monet's range; {t.op} clamped to {clamped:+g}")
             v = clamped
         if v != 0:
             values[t.op] = v
     if changed:
-        notes.append("changed in Lightroom since monet exported it (the Lightroom value is used): " + ", ".join(changed))
+        notes.append("changed in Lightroom since monet exported it (Lightroom's value is used): " + ", ".join(changed))
     if s.extended_xmp:
         notes.append("the packet points to extended XMP (JPEG), which is not read")
 
@@ -690,7 +707,15 @@ def settings_to_plan(s: XmpSettings, *, raw: bool | None = None, as_shot: AsShot
     for st in STAGES:
         if not plan.stages[st].adjustments:
             plan.stages[st].status = "no_change"
-    return plan, _unsupported(s, raw=raw), notes, used_as_shot if raw else None
+    return plan, _unsupported(s, raw=raw), notes, used
+
+
+def _lightroom_values_as_shot(crs: dict) -> AsShot | None:
+    """Lightroom writes the as-shot kelvin and tint next to ``WhiteBalance="As Shot"``."""
+    try:
+        return AsShot(float(crs["Temperature"]), float(crs.get("Tint", "0")), "Lightroom's as-shot white balance")
+    except (KeyError, ValueError):
+        return None
 
 
 def _same_setting(t: _Tag, text: str | None, expected: str | None) -> bool:
@@ -742,7 +767,7 @@ def _description(crs: dict[str, str], exact: dict[str, float], as_shot: AsShot |
     d = ET.Element(f"{{{RDF_NS}}}Description", {f"{{{RDF_NS}}}about": ""})
     a = d.attrib
     a[f"{{{XMP_NS}}}MetadataDate"] = _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
-    a[f"{{{CRS_NS}}}Version"] = "15.0"
+    a[f"{{{CRS_NS}}}Version"] = PROCESS_VERSION  # the Camera Raw version that introduced it
     a[f"{{{CRS_NS}}}ProcessVersion"] = PROCESS_VERSION
     for k, v in crs.items():
         a[f"{{{CRS_NS}}}{k}"] = v
@@ -771,21 +796,24 @@ def build_xmp(adjustments: dict, *, raw: bool, as_shot: AsShot | None = None, ra
     packet already in the file: its other metadata (title, keywords, rating, camera data…)
     is kept and its ``crs:`` / ``monet:`` properties are replaced by ours.
     """
-    from monet_cli.plan import validate_values
-
     values = validate_values(dict(adjustments), "plan")
     crs = plan_to_crs(values, raw=raw, as_shot=as_shot)
-    desc = _description(crs, values, as_shot if raw else None, raw_name=raw_name, source_name=source_name)
+    desc = _description(crs, values, (as_shot or DEFAULT_AS_SHOT) if raw else None, raw_name=raw_name,
+                        source_name=source_name)
     prefixes = dict(PREFIXES)
     if existing is not None:
         root, declared = _parse_tree(existing, "the file's XMP")
         for uri, p in declared.items():
-            prefixes.setdefault(uri, p)
-        if root.tag != f"{{{X_NS}}}xmpmeta":
+            if uri not in prefixes and p not in prefixes.values():
+                prefixes[uri] = p
+        if root.tag == f"{{{RDF_NS}}}RDF":
             wrapper = ET.Element(f"{{{X_NS}}}xmpmeta")
             wrapper.append(root)
             root = wrapper
         rdf = _rdf_of(root, "the file's XMP")
+        about = next((d.get(f"{{{RDF_NS}}}about") for d in rdf.findall(f"{{{RDF_NS}}}Description")), None)
+        if about:  # every top-level description must describe the same resource
+            desc.set(f"{{{RDF_NS}}}about", about)
         drop = (CRS_NS, MONET_NS)
         for old in rdf.findall(f"{{{RDF_NS}}}Description"):
             for key in [k for k in old.attrib if _local(k)[0] in drop or _local(k) == (XMP_NS, "MetadataDate")]:
@@ -809,14 +837,18 @@ def build_xmp(adjustments: dict, *, raw: bool, as_shot: AsShot | None = None, ra
             + '<?xpacket end="w"?>').encode("utf-8")
 
 
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
 def _attr_escape(v: str) -> str:
+    v = _NOT_XML.sub("\ufffd", v)  # e.g. a control character in a file name: not representable in XML 1.0
     return _xml_escape(v, {'"': "&quot;", "\n": "&#xA;", "\r": "&#xD;", "\t": "&#x9;"})
 
 
 def _serialize(root: ET.Element, prefixes: dict[str, str]) -> str:
     """RDF/XML text of ``root``; each namespace is declared on the first element that uses it."""
-    used_prefixes = set(prefixes.values())
-    assigned = dict(prefixes)
+    assigned = {**prefixes, XML_NS: "xml"}
+    used_prefixes = set(assigned.values())
     out: list[str] = []
 
     def prefix(uri: str) -> str:
@@ -832,20 +864,20 @@ def _serialize(root: ET.Element, prefixes: dict[str, str]) -> str:
         uri, name = _local(tag)
         if not uri:
             return name
-        if uri not in declared:
+        if uri not in declared and uri != XML_NS:  # xml: is bound by definition, never declared
             declared.add(uri)
             new.append(uri)
         return f"{prefix(uri)}:{name}"
 
-    stack = [(root, set(), 0)]
-    # iterative walk (depth is bounded by MAX_DEPTH anyway) writing start tag, text, children, end tag, tail
-    def write(el: ET.Element, declared: set) -> None:
+    def write(el: ET.Element, declared: set, depth: int) -> None:
         declared = set(declared)
         new: list[str] = []
         tag = qname(el.tag, declared, new)
         attrs = [(qname(k, declared, new), v) for k, v in el.attrib.items()]
-        decls = [f'xmlns:{prefix(u)}="{_attr_escape(u)}"' for u in new]
-        out.append("<" + " ".join([tag] + decls + [f'{k}="{_attr_escape(v)}"' for k, v in attrs]))
+        parts = [f'xmlns:{prefix(u)}="{_attr_escape(u)}"' for u in new]
+        parts += [f'{k}="{_attr_escape(v)}"' for k, v in attrs]
+        sep = "\n" + " " * (depth + 3) if len(parts) > 3 else " "  # one per line, as Adobe writes them
+        out.append("<" + tag + "".join(sep + x for x in parts))
         if len(el) == 0 and not el.text:
             out.append("/>")
         else:
@@ -853,13 +885,12 @@ def _serialize(root: ET.Element, prefixes: dict[str, str]) -> str:
             if el.text:
                 out.append(_xml_escape(el.text))
             for c in el:
-                write(c, declared)
+                write(c, declared, depth + 1)
             out.append(f"</{tag}>")
         if el.tail:
             out.append(_xml_escape(el.tail))
 
-    del stack
-    write(root, set())
+    write(root, set(), 0)  # recursion depth is bounded by MAX_DEPTH (checked when parsing)
     return "".join(out)
 
 
@@ -888,8 +919,9 @@ def _sniff(head: bytes) -> str | None:
 
 
 def read_xmp_bytes(path) -> tuple[bytes | None, bool]:
-    """The XMP packet of ``path``: an XMP file's bytes, or the packet embedded in a TIFF/DNG
-    (and TIFF-based raw), JPEG or PNG. Returns ``(packet or None, embedded)``."""
+    """The XMP of ``path``: an XMP file's bytes, or the packet embedded in a TIFF/DNG (and
+    TIFF-based raw), JPEG or PNG. Returns ``(packet or None, embedded)``; other files (CR3,
+    RAF, …) have no embedded XMP that monet reads: ``(None, True)``."""
     p = Path(path)
     if not p.exists():
         raise InputError("no such file", path=p)
@@ -899,7 +931,7 @@ def read_xmp_bytes(path) -> tuple[bytes | None, bool]:
         with open(p, "rb") as f:
             head = f.read(16)
             kind = _sniff(head)
-            if kind is None:
+            if kind is None and (p.suffix.lower() == ".xmp" or head.lstrip()[:1] in (b"<", b"\xef", b"\xfe", b"\xff")):
                 if p.stat().st_size > MAX_XMP_BYTES:
                     raise InputError(f"XMP is larger than {MAX_XMP_BYTES // 2**20} MiB; refusing to parse it", path=p)
                 f.seek(0)
@@ -909,7 +941,9 @@ def read_xmp_bytes(path) -> tuple[bytes | None, bool]:
                 return _jpeg_xmp(f, p), True
             if kind == "tiff":
                 return _tiff_xmp(f, p), True
-            return _png_xmp(f, p), True
+            if kind == "png":
+                return _png_xmp(f, p), True
+            return None, True
     except OSError as e:
         raise InputError(f"cannot read: {e.strerror or e}", path=p) from None
 
@@ -947,29 +981,31 @@ def _is_xmp_app1(marker: int, seg: bytes) -> bool:
 
 
 def _jpeg_xmp(f, path) -> bytes | None:
-    # Header segments are at most 64 KiB each; read until SOS without loading the scan data.
-    data = bytearray(f.read(2))
+    """The standard XMP APP1 segment's packet; reads the header segments only, not the scan."""
+    if f.read(2) != b"\xff\xd8":
+        raise InputError("not a JPEG file", path=path)
     while True:
-        hdr = f.read(4)
-        data += hdr
-        if len(hdr) < 2 or hdr[0] != 0xFF or hdr[1] in (0xDA, 0xD9):
-            break
-        if hdr[1] == 0x01 or 0xD0 <= hdr[1] <= 0xD7:
-            f.seek(-2, os.SEEK_CUR)
-            del data[-2:]
+        if f.read(1) != b"\xff":
+            raise InputError("corrupt JPEG: bad marker before the image data", path=path)
+        m = f.read(1)
+        while m == b"\xff":  # fill bytes
+            m = f.read(1)
+        if not m:
+            raise InputError("truncated JPEG", path=path)
+        marker = m[0]
+        if marker in (0xDA, 0xD9):
+            return None
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:
             continue
-        if len(hdr) < 4:
-            break
-        n = struct.unpack(">H", hdr[2:4])[0]
-        data += f.read(max(n - 2, 0))
-    try:
-        segs, _ = _jpeg_segments(bytes(data) + b"\xff\xd9", path)
-    except InputError:
-        raise
-    for marker, seg in segs:
-        if _is_xmp_app1(marker, seg):
-            return seg[4 + len(JPEG_XMP_SIG):]
-    return None
+        ln = f.read(2)
+        n = struct.unpack(">H", ln)[0] if len(ln) == 2 else 0
+        if n < 2:
+            raise InputError("truncated or corrupt JPEG segment", path=path)
+        body = f.read(n - 2)
+        if len(body) < n - 2:
+            raise InputError("truncated JPEG", path=path)
+        if marker == 0xE1 and body.startswith(JPEG_XMP_SIG):
+            return body[len(JPEG_XMP_SIG):]
 
 
 # --- TIFF: IFD0 -------------------------------------------------------------------------------
@@ -1101,18 +1137,14 @@ def _photo_for_xmp(xmp: Path, s: XmpSettings) -> Path | None:
     stem = xmp.name[:-4]
     if Path(stem).suffix.lower() in RAW_SUFFIXES | _IMAGE_SUFFIXES and (xmp.parent / stem).is_file():
         return xmp.parent / stem  # darktable's NAME.EXT.xmp
-    siblings = [c for c in xmp.parent.glob(f"{glob_escape(xmp.stem)}.*")
+    import glob
+
+    siblings = [c for c in xmp.parent.glob(f"{glob.escape(xmp.stem)}.*")
                 if c.suffix.lower() in RAW_SUFFIXES | _IMAGE_SUFFIXES and c.is_file()]
     raws = [c for c in siblings if c.suffix.lower() in RAW_SUFFIXES]
     if len(raws) == 1:
         return raws[0]  # RAW+JPEG pairs: Adobe's sidecar belongs to the raw
     return siblings[0] if len(siblings) == 1 else None
-
-
-def glob_escape(name: str) -> str:
-    import glob
-
-    return glob.escape(name)
 
 
 def import_xmp(path, *, photo=None, as_shot: AsShot | None = None) -> ImportResult:
@@ -1124,33 +1156,39 @@ def import_xmp(path, *, photo=None, as_shot: AsShot | None = None) -> ImportResu
     written (see :func:`save_imported_plan`).
     """
     from monet_cli.images import is_raw
-    from monet_cli.plan import source_of
 
     p = Path(path)
     if not p.exists():
         raise InputError("no such file", path=p)
-    data, embedded = read_xmp_bytes(p)
+    if p.suffix.lower() == ".xmp":
+        data, embedded = read_xmp_bytes(p)
+    else:
+        data, embedded = None, True
     if not embedded:
         settings = parse_xmp(data, where=p)
         xmp_path = p
         ph = Path(photo) if photo is not None else _photo_for_xmp(p, settings)
     else:
         ph = p
-        candidates = find_xmp(p)
-        found = None
-        for cand, emb in candidates:
-            d = data if emb else read_xmp_bytes(cand)[0]
-            if d is None:
+        found, error = None, None
+        for cand, emb in find_xmp(p):
+            try:
+                d = read_xmp_bytes(cand)[0]
+                if d is None:
+                    continue
+                s = parse_xmp(d, where=f"{cand} (embedded XMP)" if emb else cand)
+            except InputError as e:  # a corrupt container or packet: try the next place, report if none
+                error = error or e
                 continue
-            s = parse_xmp(d, where=f"{cand} (embedded XMP)" if emb else cand)
             if found is None or (s.has_settings and not found[2].has_settings):
                 found = (cand, emb, s)
             if s.has_settings:
                 break
         if found is None:
-            tried = ", ".join(str(c) for c, _ in candidates if not _) or "no sidecar"
-            raise InputError(f"no XMP found: no embedded XMP and no sidecar ({xmp_sidecar_path(p).name} "
-                             f"or {_darktable_sidecar(p).name}); tried {tried}", path=p)
+            if error is not None:
+                raise error
+            raise InputError(f"no XMP found: none embedded, and no sidecar {xmp_sidecar_path(p).name} "
+                             f"or {_darktable_sidecar(p).name}", path=p)
         xmp_path, embedded, settings = found
     if ph is not None and not ph.is_file():
         raise InputError("no such photo", path=ph)
@@ -1166,8 +1204,6 @@ def import_xmp(path, *, photo=None, as_shot: AsShot | None = None) -> ImportResu
 
 def save_imported_plan(result: ImportResult, output=None, *, overwrite: bool = False) -> Path:
     """Write an imported plan: to ``output``, else the photo's sidecar ``PHOTO.monet.json``."""
-    from monet_cli.plan import save_plan, sidecar_path
-
     if output is None:
         if result.photo is None:
             raise UsageError(f"{result.xmp}: cannot tell which photo this XMP belongs to; "
@@ -1232,13 +1268,17 @@ def export_xmp(photo, plan, *, embed: bool = False, output=None, overwrite: bool
     out = Path(output) if output is not None else (default_embed_path(p) if embed else xmp_sidecar_path(p))
     if _same_file(out, p):
         raise OutputError("refusing to write over the original photo; choose another output", path=out)
-    if out.suffix.lower() == ".json":
-        raise UsageError(f"{out}: an XMP output should not be named .json")
+    if embed and _suffix_kind(out) != _suffix_kind(p):
+        raise UsageError(f"{out}: the copy must keep the photo's format ({p.suffix})")
+    if not embed and out.suffix.lower() != ".xmp":
+        raise UsageError(f"{out}: an XMP sidecar's name ends in .xmp")
     if not embed and out.exists() and not overwrite:
         raise OutputError("already exists and may hold your own Lightroom/darktable edits; "
                           "use --force to replace it", path=out)
 
     used = None
+    if as_shot is not None and not raw:
+        notes.append("--as-shot-kelvin/--as-shot-tint apply to raw files only; ignored")
     if raw:
         used = as_shot
         if used is None and out.exists() and not embed:
@@ -1260,8 +1300,8 @@ def export_xmp(photo, plan, *, embed: bool = False, output=None, overwrite: bool
                              "for other files use the sidecar (without --embed)")
         existing, _ = read_xmp_bytes(p)
         try:
-            if existing is not None:
-                _parse_tree(existing, p)
+            if existing is not None and parse_xmp(existing, where=p).has_settings:
+                notes.append("the file's own Camera Raw settings are replaced by the plan's in the copy")
         except InputError as e:
             notes.append(f"the file's own XMP could not be read and is replaced ({e})")
             existing = None
@@ -1275,6 +1315,12 @@ def export_xmp(photo, plan, *, embed: bool = False, output=None, overwrite: bool
             notes.append("Lightroom and Camera Raw read settings from inside JPEG, TIFF and DNG files, not from "
                          "sidecars: use --embed for them (darktable's Lightroom import reads this sidecar)")
     return ExportResult(photo=p, output=out, embedded=embed, raw=raw, tags=crs, as_shot=used, notes=notes)
+
+
+def _suffix_kind(p: Path) -> str:
+    x = p.suffix.lower()
+    return {".jpg": "jpeg", ".jpeg": "jpeg", ".jpe": "jpeg", ".jfif": "jpeg",
+            ".tif": "tiff", ".tiff": "tiff"}.get(x, x)
 
 
 def _lightroom_as_shot(sidecar: Path) -> AsShot | None:
