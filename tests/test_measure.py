@@ -83,7 +83,7 @@ def test_uniform_middle_grey():
     assert m.median_ev == pytest.approx(0.0, abs=1e-5)
     assert m.white_point == pytest.approx(0.18, rel=1e-5)
     assert m.headroom_ev == pytest.approx(np.log2(0.9 / 0.18), rel=1e-4)
-    assert m.clipped_white == 0.0 and m.clipped_black == 0.0
+    assert m.clipped_white == 0.0 and m.clipped_black == 0.0 and m.clipped_highlights == 0.0
     assert m.key == pytest.approx(0.18 + 1e-4, rel=1e-4)
     assert m.spread == pytest.approx(0.0, abs=1e-9)
     assert m.chroma == pytest.approx(0.0, abs=1e-3)
@@ -107,6 +107,7 @@ def test_clipped_fractions_and_key_of_a_two_tone_image():
     Y[:, 30:] = 1.0  # 70 % white, 30 % (near) black
     m = ms.measure(grey(Y))
     assert m.clipped_white == pytest.approx(0.7)
+    assert m.clipped_highlights == pytest.approx(0.7)
     assert m.clipped_black == pytest.approx(0.3)
     assert m.key == pytest.approx(np.exp(0.3 * np.log(0.001 + 1e-4) + 0.7 * np.log(1.0 + 1e-4)), rel=1e-5)
 
@@ -117,6 +118,7 @@ def test_clipping_is_per_display_channel():
     m = ms.measure(img)
     assert m.p50 < 0.3
     assert m.clipped_white == pytest.approx(1.0)
+    assert m.clipped_highlights == 0.0  # a pinned colour, not a blown highlight
 
 
 def test_resolution_independence():
@@ -127,7 +129,7 @@ def test_resolution_independence():
     a, b = ms.measure(twice), ms.measure(thrice)
     assert (a.height, a.width) == (b.height, b.width) == (341, 512)
     for field in ("p1", "p5", "p50", "p95", "p99", "black_point", "white_point", "key", "spread", "chroma",
-                  "colourfulness", "clipped_white", "clipped_black", "gamut_edge"):
+                  "colourfulness", "clipped_white", "clipped_highlights", "clipped_black", "gamut_edge"):
         assert getattr(a, field) == pytest.approx(getattr(b, field), rel=1e-4, abs=1e-6), field
     assert a.neutral.cct == pytest.approx(b.neutral.cct, rel=1e-4)
 
@@ -181,9 +183,9 @@ def test_neutral_recovers_a_white_balance_cast(temperature, tint):
 
 def test_disagreeing_estimates_lower_the_confidence():
     # grey texture whose brightest surfaces are orange lamps: the two estimates disagree
-    img = textured_grey()
-    img[:48, :64] = srgb_image([255, 150, 40]) * 0.9
-    img[100:140, 180:240] = srgb_image([255, 150, 40]) * 0.9
+    img = textured_grey() * 0.4
+    img[:48, :64] = srgb_image([250, 150, 40])
+    img[100:140, 180:240] = srgb_image([250, 150, 40])
     n = ms.measure(img).neutral
     assert n.spread > 0.01
     assert n.confidence < 0.5

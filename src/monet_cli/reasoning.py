@@ -47,7 +47,7 @@ def intensity_word(value: float) -> str:
     v = float(value)
     if not math.isfinite(v):
         raise ValueError(f"not a finite value: {value!r}")
-    mag = int(math.floor(abs(v) + 0.5))
+    mag = math.floor(abs(v) + 0.5)
     if mag == 0:
         return "none"
     for upper, word in INTENSITY_LEGEND:
@@ -74,7 +74,7 @@ def intensity_range(word: str) -> tuple[int, int]:
 
 def signed(value: float) -> str:
     """``+20`` / ``-7`` / ``0``: a value as the plan shows it."""
-    v = int(round(value))
+    v = round(value)
     return f"{v:+d}" if v else "0"
 
 

@@ -53,7 +53,15 @@ import numpy as np
 from monet_cli import colorspaces as cs
 from monet_cli import operations as ops
 from monet_cli.catalog import catalog
-from monet_cli.measure import Measurements, area_downscale, colourfulness, colourfulness_word, lstar, lstar_inverse, measure
+from monet_cli.measure import (
+    Measurements,
+    area_downscale,
+    colourfulness,
+    colourfulness_word,
+    lstar,
+    lstar_inverse,
+    measure,
+)
 from monet_cli.plan import Reasoning, StagePlan
 from monet_cli.reasoning import intensity_word, signed
 
@@ -61,7 +69,7 @@ GREY = cs.MIDDLE_GREY
 
 # --- evidence thresholds and strengths (each rule's docstring says why) -----------------
 EV_DEAD_ZONE = 0.12  # EV: exposure errors smaller than this are left alone
-CLIP_EVIDENCE = (0.01, 0.05)  # clipped-white fraction: no evidence … full evidence of over-exposure
+CLIP_EVIDENCE = (0.01, 0.05)  # blown-highlight fraction: no evidence … full evidence of over-exposure
 PRESS_WEIGHT = 0.6  # over-exposure evidence from a histogram pressed against white, unclipped
 BLACK_LIFT_LSTAR = 5.0  # L* of the 0.5th percentile above which blacks count as lifted
 BLACK_TARGET_LSTAR = 2.0
@@ -115,8 +123,8 @@ _PHRASES: tuple[tuple[str, str, float], ...] = (
     (r"(?:bluer|deeper|more vivid|more saturated|richer) sk(?:y|ies)", "SaturationAdjustmentBlue", 20),
     (r"(?:greener|lusher|more vivid|more saturated) (?:foliage|grass|trees|leaves|greenery)", "SaturationAdjustmentGreen", 20),
     (rf"more (?:vivid |saturated |intense )?(?:{_BANDS})s\b|more (?:vivid|saturated|intense) (?:{_BANDS})\b", "+band", 20),
-    (rf"less (?:vivid |saturated |intense )?(?:{_BANDS})s\b|less (?:vivid|saturated|intense) (?:{_BANDS})\b|"
-     rf"(?:mute|tone down) the (?:{_BANDS})s?\b", "-band", -20),
+    ((rf"less (?:vivid |saturated |intense )?(?:{_BANDS})s\b|less (?:vivid|saturated|intense) (?:{_BANDS})\b|"
+      rf"(?:mute|tone down) the (?:{_BANDS})s?\b"), "-band", -20),
     (r"(?:lift|open(?: up)?|brighten|raise) (?:the )?shadows?|brighter shadows|more shadow detail", "Shadows", 25),
     (r"(?:deeper|darker|richer) shadows|(?:deepen|darken) (?:the )?shadows", "Shadows", -20),
     (r"(?:recover|tame|tone down|reduce|pull back|darken) (?:the )?highlights|darker highlights|less blown", "Highlights", -30),
@@ -126,10 +134,10 @@ _PHRASES: tuple[tuple[str, str, float], ...] = (
     (r"black (?:and|&) white|\bb&w\b|\bb/w\b|monochrome|gr[ae]yscale", "Saturation", -100),
     (r"(?:more|increase|boost|add|higher) (?:the )?contrast|punchier|punchy|more punch|contrastier", "Contrast", 20),
     (r"(?:less|reduce|decrease|lower) (?:the )?contrast|\bsofter\b|\bflatter\b", "Contrast", -20),
-    (r"(?:more|increase|boost|add) (?:the )?(?:saturation|saturated|vibrant|vibrance|colou?rful|colou?rs?)|"
-     r"more vivid|\bvivid\b|richer colou?rs?|colou?rs? pop", "Saturation", 20),
-    (r"(?:less|reduce|decrease|lower) (?:the )?(?:saturation|saturated|vibrant|vibrance|colou?rful)|"
-     r"\bmuted\b|\bdesaturated?\b|\bsubdued\b", "Saturation", -20),
+    ((r"(?:more|increase|boost|add) (?:the )?(?:saturation|saturated|vibrant|vibrance|colou?rful|colou?rs?)|"
+      r"more vivid|\bvivid\b|richer colou?rs?|colou?rs? pop"), "Saturation", 20),
+    ((r"(?:less|reduce|decrease|lower) (?:the )?(?:saturation|saturated|vibrant|vibrance|colou?rful)|"
+      r"\bmuted\b|\bdesaturated?\b|\bsubdued\b"), "Saturation", -20),
     (r"more magenta|\bpinker\b|less green(?:ish)? tint|remove the green", "Tint", 10),
     (r"less magenta|greener tint|more green tint|remove the magenta", "Tint", -10),
     (r"\bwarmer\b|warm (?:it )?up|more warmth|\bwarm\b", "Temperature", 15),
@@ -239,7 +247,7 @@ class _Proposal:
     @property
     def value(self) -> int:
         o = catalog().ops[self.op]
-        return int(round(min(max(sum(a for a, _, _ in self.parts), o.min), o.max)))
+        return round(min(max(sum(a for a, _, _ in self.parts), o.min), o.max))
 
 
 def _unit(op: str, v: int) -> str:
@@ -318,17 +326,17 @@ def _lighting(m: Measurements, proposals: dict[str, _Proposal]) -> str:
                      f"{H:.1f} EV under white: the photo is under-exposed.")
             goal = f"{limit}, without clipping"
     elif D < 0:
-        clip = _smoothstep((m.clipped_white - CLIP_EVIDENCE[0]) / (CLIP_EVIDENCE[1] - CLIP_EVIDENCE[0]))
+        clip = _smoothstep((m.clipped_highlights - CLIP_EVIDENCE[0]) / (CLIP_EVIDENCE[1] - CLIP_EVIDENCE[0]))
         press = PRESS_WEIGHT * _smoothstep((0.25 - H) / 0.25)
         down = max(clip * -D, press * max(0.0, -D - 0.3))
         if down >= EV_DEAD_ZONE:
             ev = -down
-            evidence = (f"{100 * m.clipped_white:.1f}% of the pixels are clipped at white"
+            evidence = (f"{100 * m.clipped_highlights:.1f}% of the pixels are blown highlights, clipped at white"
                         if clip * -D >= press * max(0.0, -D - 0.3)
                         else f"the brightest tones are pressed against white ({m.white_point:.2f})")
             issue = f"{med_word}, {med_rel}, and {evidence}: the photo is over-exposed."
             goal = "to bring the midtones back towards middle grey" + (
-                "; clipped areas stay clipped" if m.clipped_white > 0.01 else "")
+                "; clipped areas stay clipped" if m.clipped_highlights > 0.01 else "")
     if ev:
         proposals.setdefault("Exposure", _Proposal("Exposure")).add(ev * 50.0, issue, goal)
 
@@ -380,9 +388,12 @@ def _lighting(m: Measurements, proposals: dict[str, _Proposal]) -> str:
     note = (f"{med_word}, {med_rel} (0.18); the brightest tones reach {m.white_point:.2f}, the tones fill "
             f"{100 * m.spread:.0f}% of the range from black to white, {100 * m.clipped_white:.1f}% of the pixels "
             f"are clipped at white and {100 * m.clipped_black:.1f}% crushed to black.")
-    if abs(D) > 0.5:
-        note += (f" A {'dark' if D > 0 else 'bright'} photo whose {'highlights still reach white' if D > 0 else 'highlights are not clipped'} "
-                 f"is taken as {'low' if D > 0 else 'high'}-key on purpose, not corrected towards an average.")
+    if D > 0.5:
+        note += (" The photo is dark but its highlights already reach white: taken as low-key on purpose, "
+                 "not pulled towards an average.")
+    elif D < -0.5:
+        note += (" The photo is bright but its highlights are not blown: taken as high-key on purpose, "
+                 "not pulled towards an average.")
     return note
 
 
@@ -483,7 +494,7 @@ class AutoPlanner:
     def plan_stage(self, stage: str, proxy: np.ndarray, *, style: str = "balanced",
                    instructions: str | None = None, previous: dict[str, StagePlan] | None = None) -> StagePlan:
         stage_ops = set(catalog().stages[stage].ops)
-        m = measure(proxy)
+        m = measure(proxy, neutral=(stage == "color"))
         requests = parse_instructions(instructions)
         proposals: dict[str, _Proposal] = {}
         if stage == "lighting":

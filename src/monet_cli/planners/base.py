@@ -148,8 +148,9 @@ def plan_proxy(proxy: np.ndarray, planner: StagePlanner, *, style: str = "balanc
                seed: int | None = 0) -> Plan:
     """Plan all stages of a proxy with ``planner`` (module docstring for the rules).
 
-    A stage in ``locked`` is kept as given (marked locked) and the later stages are planned
-    on the proxy rendered with it. Deterministic for a deterministic backend.
+    A stage in ``locked`` is kept exactly as given (its ``locked`` flag included: ``monet
+    edit-stage`` also passes the earlier, unlocked stages it keeps) and the later stages are
+    planned on the proxy rendered with it. Deterministic for a deterministic backend.
     """
     from monet_cli.render import render_linear
 
@@ -165,21 +166,20 @@ def plan_proxy(proxy: np.ndarray, planner: StagePlanner, *, style: str = "balanc
     stages: dict[str, StagePlan] = {}
     for stage in STAGES:
         if stage in locked:
-            sp = copy.deepcopy(locked[stage])
-            sp.locked = True
+            sp = copy.deepcopy(locked[stage])  # kept as given, its own ``locked`` flag included
         else:
             try:
                 answer = planner.plan_stage(stage, current, style=style, instructions=instructions,
                                             previous=dict(stages))
                 sp = _checked(stage, answer)
-            except Exception as e:  # a backend's fault is recorded in the plan, never raised
+            except Exception as e:  # noqa: BLE001 - a backend's fault is recorded in the plan, never raised
                 sp = StagePlan(status="failed", error=_error_text(e))
         stages[stage] = sp
         if sp.adjustments:
             try:
                 current = render_linear(current, sp.adjustments)
             except Exception as e:
-                if sp.locked:
+                if stage in locked:
                     raise
                 stages[stage] = StagePlan(status="failed", error=_error_text(e))
     return Plan(stages=stages, planner=Planner(
@@ -204,9 +204,11 @@ def plan_photo(path, planner: StagePlanner, *, style: str = "balanced", instruct
 def get_planner(backend: str = "auto", **options) -> StagePlanner:
     """The planning backend called ``backend``.
 
-    ``auto`` takes no options (those given as ``None`` are ignored, so a CLI may pass its
-    ``--model``/``--adapter`` defaults through). ``qwen`` and ``openai`` are not in this
-    version yet: asking for them is a :class:`~monet_cli.errors.UsageError`.
+    Options given as ``None`` are ignored, so a CLI may pass its defaults through. ``auto``
+    takes none; ``qwen`` takes ``model``, ``adapter``, ``quant``, ``concurrency``, … (see
+    :class:`~monet_cli.planners.qwen.QwenPlanner`); ``openai`` takes ``model``, ``endpoint``,
+    ``concurrency``, … (see :class:`~monet_cli.planners.openai.OpenAIPlanner`). A qwen model
+    is loaded once per process and shared by every planner asking for it.
     """
     name = (backend or "auto").strip().lower()
     given = {k: v for k, v in options.items() if v is not None}
@@ -216,6 +218,12 @@ def get_planner(backend: str = "auto", **options) -> StagePlanner:
         if given:
             raise UsageError(f"the auto backend takes no option {', '.join(sorted(given))}")
         return AutoPlanner()
-    if name in BACKENDS:
-        raise UsageError(f"backend {name!r} is not available in this version")
+    if name == "qwen":
+        from monet_cli.planners.qwen import QwenPlanner
+
+        return QwenPlanner.from_options(**given)
+    if name == "openai":
+        from monet_cli.planners.openai import OpenAIPlanner
+
+        return OpenAIPlanner.from_options(**given)
     raise UsageError(f"unknown backend {backend!r}; backends are {', '.join(BACKENDS)}")
