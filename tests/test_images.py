@@ -733,3 +733,10 @@ def test_compressed_tiffs_as_lightroom_writes_them(tmp_path, photo16, compressio
     tifffile.imwrite(path, px, photometric="rgb", compression=compression, predictor=predictor)
     img = read_image(path)
     np.testing.assert_array_equal(img.pixels, px)
+
+
+def test_draft_raw_is_half_size_and_same_colour(dng_path):
+    full = read_image(dng_path)
+    half = read_image(dng_path, draft=True)
+    assert half.pixels.shape[0] == full.pixels.shape[0] // 2 and half.pixels.shape[1] == full.pixels.shape[1] // 2
+    np.testing.assert_allclose(half.pixels.reshape(-1, 3).mean(0), full.pixels.reshape(-1, 3).mean(0), rtol=0.03)

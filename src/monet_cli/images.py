@@ -271,7 +271,7 @@ def _png_space(icc, srgb, gamma, chrm, *, grey: bool, path) -> ColorSpace:
 
 # --- readers ---------------------------------------------------------------------------------
 
-def read_image(path, *, max_pixels: int | None = None) -> Image:
+def read_image(path, *, max_pixels: int | None = None, draft: bool = False) -> Image:
     """Read a photo: RAW, TIFF, JPEG or PNG, upright, at its own bit depth and colour space.
 
     Parameters
@@ -282,6 +282,9 @@ def read_image(path, *, max_pixels: int | None = None) -> Image:
     max_pixels
         Refuse images with more pixels than this *before* decoding (decompression bombs).
         Default ``$MONET_MAX_PIXELS`` or 250 000 000.
+    draft
+        Half-size demosaic for RAW files (4× fewer pixels, several times faster): for
+        planners and previews, which work on a proxy anyway. Other formats ignore it.
 
     Returns
     -------
@@ -328,7 +331,7 @@ def read_image(path, *, max_pixels: int | None = None) -> Image:
         fmt = content
     try:
         if fmt == "raw":
-            return _read_raw(path, limit)
+            return _read_raw(path, limit, half_size=draft)
         if fmt == "tiff":
             return _read_tiff(path, limit)
         if fmt == "png" and _png_is_16bit(path):
@@ -345,7 +348,7 @@ def read_image(path, *, max_pixels: int | None = None) -> Image:
         raise InputError(f"truncated or corrupt {_NAMES[fmt]} file ({type(e).__name__}: {e})", path=path) from e
 
 
-def _read_raw(path: Path, limit: int) -> Image:
+def _read_raw(path: Path, limit: int, *, half_size: bool = False) -> Image:
     """Demosaic with LibRaw into 16-bit linear ProPhoto with the camera's white balance.
 
     ``postprocess(output_color=ProPhoto, gamma=(1, 1), no_auto_bright=True, output_bps=16,
@@ -365,7 +368,7 @@ def _read_raw(path: Path, limit: int) -> Image:
                     raise _too_many(w, h, limit, path)
             raw.unpack()
             rgb = raw.postprocess(output_color=rawpy.ColorSpace.ProPhoto, gamma=(1, 1), no_auto_bright=True,
-                                  output_bps=16, use_camera_wb=True)
+                                  output_bps=16, use_camera_wb=True, half_size=half_size)
         except rawpy.LibRawFileUnsupportedError:
             raise InputError("not a camera raw file that LibRaw can read (unsupported format or camera)",
                              path=path) from None

@@ -194,7 +194,7 @@ def plan_photo(path, planner: StagePlanner, *, style: str = "balanced", instruct
     from monet_cli.images import read_image
     from monet_cli.plan import source_of
 
-    image = read_image(path)
+    image = read_image(path, draft=True)  # RAW: half-size demosaic, plenty for a proxy
     plan = plan_proxy(make_proxy(image, long_side), planner, style=style, instructions=instructions,
                       locked=locked, seed=seed)
     plan.source = source_of(path)
