@@ -240,6 +240,15 @@ def _architecture_of(folder: Path, where: str) -> str:
     return arch
 
 
+def _folder_preset(folder: Path) -> Preset | None:
+    """The preset whose settings a folder asks for in its ``monet.json`` (``{"preset": "tiny"}``,
+    written by ``monet models tiny``), if any."""
+    try:
+        return presets().get(json.loads((folder / "monet.json").read_text(encoding="utf-8"))["preset"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def download_hint(hub_id: str) -> str:
     return (f"get them with `huggingface-cli download {hub_id}` (huggingface_hub ≥ 1.0: `hf download {hub_id}`), "
             f"or pass --model DIR for a folder you downloaded with --local-dir; monet itself never downloads "
@@ -281,7 +290,8 @@ def resolve_model(spec: str | None = None) -> ResolvedModel:
         missing = missing_files(path)
         if missing:
             raise _missing_error(f"model folder {spec}", missing, "it is not a complete transformers checkpoint", None)
-        return ResolvedModel(name=spec, path=path, architecture=_architecture_of(path, spec))
+        return ResolvedModel(name=spec, path=path, architecture=_architecture_of(path, spec),
+                             preset=_folder_preset(path))
     if path.exists():
         raise UsageError(f"--model {spec}: is a file; give a preset, a model folder or a hub id")
     if _HUB_ID.match(spec) and not spec.startswith((".", "~")):
@@ -317,6 +327,19 @@ def preset_status() -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- default backend
+
+
+ML_PACKAGES = ("torch", "transformers", "tokenizers")
+
+
+def require_ml(what: str, packages=ML_PACKAGES) -> None:
+    """Raise a one-line :class:`MonetError` when a package ``what`` needs is not installed."""
+    import importlib.util
+
+    missing = [p for p in packages if importlib.util.find_spec(p) is None]
+    if missing:
+        raise MonetError(f"{what} needs {', '.join(missing)}, not installed here; install the model extra: "
+                         f"pip install 'monet-cli[ml]' torch")
 
 
 def cuda_available() -> bool:

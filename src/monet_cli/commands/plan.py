@@ -10,19 +10,11 @@ import typer
 from monet_cli.cli import app
 from monet_cli.console import console, escape, print_json
 
-BACKEND_HELP = ("Planner: auto (embedded, analytic, no weights, CPU), qwen (local Qwen-VL; GPU memory: "
-                "monetgpt-7b / qwen2.5-vl-7b about 6 GB in 4-bit, 9 GB in 8-bit, 16 GB unquantised; "
-                "qwen2.5-vl-3b about 3 / 5 / 8 GB; qwen2-vl-2b about 2 / 3 / 5 GB), openai (an "
+BACKEND_HELP = ("Planner: auto (embedded, analytic, no weights, CPU), qwen (local Qwen-VL; GPU memory, "
+                "estimated: monetgpt-7b / qwen2.5-vl-7b about 7 GiB in 4-bit, 10.5 in 8-bit, 17.5 unquantised; "
+                "qwen2.5-vl-3b about 3.5 / 5 / 8.5; qwen2-vl-2b about 2.5 / 3.5 / 5), openai (an "
                 "OpenAI-compatible endpoint). Default: qwen when a CUDA card and the monetgpt-7b weights "
                 "are present, else auto.")
-
-
-def _default_backend() -> tuple[str, str]:
-    try:
-        from monet_cli.planners.base import default_backend
-    except ImportError:
-        return "auto", "planning with the embedded auto backend"
-    return default_backend()
 
 
 def print_plan(plan, con, *, title: str | None = None) -> None:
@@ -91,7 +83,7 @@ def plan_cmd(
 ):
     """Plan photos: write PHOTO.monet.json sidecars with three staged adjustments and the reasoning behind them.
 
-    Existing sidecars are kept unless --force (locked stages survive a replan; the old version goes into the plan's history). One bad file never stops a batch. Exit 0 when all are done, 1 when some failed, 2 for usage errors, 130 when interrupted (rerun to finish).
+    Existing sidecars are kept unless --force (locked stages survive a replan; the old version goes into the plan's history). One bad file never stops a batch. Exit 0 when all are done, 1 when some photos or stages failed (a failed stage is recorded in the sidecar with the model's raw answer), 2 for usage errors, 130 when interrupted (rerun to finish).
 
     [b]Examples[/b]
 
@@ -110,11 +102,17 @@ def plan_cmd(
     if not photos and not missing:
         raise UsageError("no photos given")
     if backend is None:
-        backend, why = _default_backend()
+        from monet_cli.models import default_backend
+
+        backend, why = default_backend()
         if not quiet and not as_json and model is None:
             console(stderr=True).print(f"[dim]{escape(why)}[/dim]")
     options = {"model": model, "adapter": str(adapter) if adapter else None, "quant": quant, "endpoint": endpoint}
+    if backend.strip().lower() != "auto":
+        options["seed"] = seed  # model sampling follows --seed
     planner = get_planner(backend, **options)
+    for warning in getattr(planner, "warnings", None) or []:
+        console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(warning)}")
     con = console()
     single = one is not None
 
@@ -139,7 +137,12 @@ def plan_cmd(
             con.print(f"{escape(str(r.path))}: {escape(r.message)}")
     elif not as_json:
         print_summary(summary, console(stderr=True), verb="plan")
-    raise typer.Exit(summary.exit_code)
+    partial = [r for r in summary.results if r.data.get("failed_stages")]
+    if partial and not as_json and not quiet:
+        console(stderr=True).print(f"[yellow]warning:[/yellow] {len(partial)} plan(s) have failed stages "
+                                   "(recorded in the sidecar with the model's raw text; `monet show` them)")
+    # a sidecar with a failed stage is written, but the job is not fully done
+    raise typer.Exit(summary.exit_code or (1 if partial else 0))
 
 
 @app.command("edit-stage")

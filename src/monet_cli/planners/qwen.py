@@ -27,21 +27,28 @@ import numpy as np
 
 from monet_cli.catalog import STAGES
 from monet_cli.errors import MonetError, UsageError
-from monet_cli.models import QUANTS, ResolvedModel, cuda_available, resolve_model
+from monet_cli.models import QUANTS, ResolvedModel, cuda_available, require_ml, resolve_model
 from monet_cli.plan import StagePlan
 from monet_cli.planners.protocol import Message, load_prompts, proxy_to_pil, run_stage
 
 BIG_MODEL_BYTES = 2 * 1024**3  # above this, CPU runs are slow enough to warn, and use bf16
-SKIP_QUANT = ["lm_head", "visual"]  # kept in full precision: output head and vision encoder
+# Kept in full precision: the output head and the vision encoder (small, and sensitive to
+# quantisation). transformers 4 matches these as substrings ("visual"), 5 as module-path
+# prefixes or suffixes ("model.visual"), so both spellings are given.
+SKIP_QUANT = ["lm_head", "visual", "model.visual"]
 IMAGE_TOKENS = "<|vision_start|><|image_pad|><|vision_end|>"
 
 
 def _need(pkg: str, what: str):
-    import importlib.util
+    require_ml(what, (pkg,))
 
-    if importlib.util.find_spec(pkg) is None:
-        raise MonetError(f"{what} needs the Python package {pkg!r}, which is not installed; "
-                         f"install the model extra: pip install 'monet-cli[ml]' torch")
+
+def quiet_bitsandbytes() -> None:
+    """bitsandbytes' CPU backend logs a warning at import when the optional ``kernels`` package
+    (a faster CPU 4-bit matmul) is absent; it works without it, so keep the CLI's output clean."""
+    import logging
+
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 def chatml(messages: list[Message]) -> str:
@@ -116,7 +123,8 @@ def _torch_dtype(name: str):
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
-def load_model(folder, *, adapter=None, quant: str = "none", device: str = "cpu", dtype: str = "float32") -> LoadedModel:
+def load_model(folder, *, adapter=None, quant: str = "none", device: str = "cpu",
+               dtype: str = "float32") -> LoadedModel:
     """Load (once per process) the checkpoint in ``folder`` with ``quant`` ("4bit" NF4, "8bit",
     "none"), on ``device`` ("cpu", "cuda", "cuda:1"), compute dtype ``dtype``, plus a peft
     ``adapter`` folder. Offline: only local files are read."""
@@ -135,7 +143,7 @@ def load_model(folder, *, adapter=None, quant: str = "none", device: str = "cpu"
             if not (Path(adapter) / "adapter_config.json").is_file():
                 raise MonetError("not a peft adapter folder (no adapter_config.json)", path=adapter)
         t0 = time.perf_counter()
-        import torch
+        quiet_bitsandbytes()  # transformers and peft import it when it is installed
         from transformers import AutoModelForImageTextToText
         from transformers.utils import logging as hf_logging
 
@@ -213,6 +221,13 @@ def generate(loaded: LoadedModel, messages: list[Message], image, *, max_new_tok
 # ----------------------------------------------------------------------------- planner
 
 
+def _bf16_ok(device: str) -> bool:
+    import torch
+
+    with torch.cuda.device(torch.device(device)):
+        return bool(torch.cuda.is_bf16_supported())
+
+
 def _pick_device(device: str | None) -> str:
     if device:
         device = device.strip().lower()
@@ -249,6 +264,8 @@ class QwenPlanner:
         self.quant = quant or (self.resolved.default_quant if cuda else "none")
         big = self.resolved.weights_bytes > BIG_MODEL_BYTES
         self.dtype = dtype or ("bfloat16" if cuda or big else "float32")
+        if cuda and dtype is None and not _bf16_ok(self.device):
+            self.dtype = "float16"  # pre-Ampere GPUs (T4, V100) have no bf16
         self.warnings: list[str] = []
         if not cuda and big:
             self.warnings.append(f"no CUDA GPU: {self.model} runs on the CPU, which takes minutes per photo "
@@ -280,7 +297,9 @@ class QwenPlanner:
 
     def chat(self, messages: list[Message], image, *, turn: int = 0, stage: str = "") -> str:
         kind = "analysis" if turn == 0 else "values"
-        seed = None if self.seed is None else int(self.seed) * 1000 + (STAGES.index(stage) if stage in STAGES else 0) * 10 + turn
+        seed = None
+        if self.seed is not None:  # one seed per (plan seed, stage, turn): repeatable, not repetitive
+            seed = int(self.seed) * 1000 + (STAGES.index(stage) if stage in STAGES else 0) * 10 + turn
         return generate(self.loaded, messages, image, max_new_tokens=self.max_new_tokens[kind],
                         temperature=self.temperature, seed=seed, min_pixels=self.resolved.min_pixels,
                         max_pixels=self.resolved.max_pixels)

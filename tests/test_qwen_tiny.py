@@ -1,0 +1,174 @@
+"""The qwen backend on CPU with the tiny random Qwen2-VL / Qwen2.5-VL built at test time:
+build, load (fp32 and 4-bit), generate, a full three-stage plan that writes a valid sidecar
+although the model's text is noise (the failure path), the per-process model cache, and a
+peft (DoRA) adapter made at test time. Skipped cleanly without torch/transformers."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("tokenizers")
+
+from monet_cli.catalog import STAGES  # noqa: E402
+from monet_cli.planners import protocol as pr  # noqa: E402
+from monet_cli.planners import qwen  # noqa: E402
+from monet_cli.tiny import build_tiny  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return build_tiny(tmp_path_factory.mktemp("tiny") / "tiny-qwen2-vl")
+
+
+@pytest.fixture(scope="module")
+def proxy():
+    rng = np.random.default_rng(1)
+    img = np.repeat(np.linspace(0.02, 0.8, 96, dtype=np.float32)[None, :, None], 64, 0).repeat(3, 2)
+    return (img * rng.uniform(0.8, 1.2, (64, 96, 3))).astype(np.float32)
+
+
+MESSAGES = [{"role": "system", "content": "You edit photos."},
+            {"role": "user", "content": "Describe the exposure."}]
+
+
+def test_tiny_model_files_and_config(tiny):
+    names = {p.name for p in tiny.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json", "monet.json"} <= names
+    cfg = json.loads((tiny / "config.json").read_text())
+    assert cfg["model_type"] == "qwen2_vl" and cfg["text_config"]["hidden_size"] == 64
+    from monet_cli.models import missing_files, resolve_model
+
+    assert missing_files(tiny) == [] and resolve_model(str(tiny)).preset.name == "tiny"
+
+
+def test_chatml_puts_the_image_once_in_the_first_user_turn():
+    text = qwen.chatml(MESSAGES + [{"role": "assistant", "content": "ok"}, {"role": "user", "content": "more"}])
+    assert text.count(qwen.IMAGE_TOKENS) == 1
+    assert text.startswith("<|im_start|>system\nYou edit photos.<|im_end|>\n<|im_start|>user\n" + qwen.IMAGE_TOKENS)
+    assert text.endswith("<|im_start|>assistant\n")
+
+
+def test_load_fp32_and_generate_repeatably(tiny, proxy):
+    p = qwen.QwenPlanner(str(tiny), device="cpu")
+    assert (p.quant, p.dtype, p.device, p.warnings) == ("none", "float32", "cpu", [])
+    assert p.max_new_tokens == {"analysis": 24, "values": 24}  # the tiny preset, via monet.json
+    image = pr.proxy_to_pil(proxy)
+    a = p.chat(MESSAGES, image, stage="lighting")
+    b = p.chat(MESSAGES, image, stage="lighting")
+    assert isinstance(a, str) and a == b  # seeded sampling: the same plan twice
+    inputs = p.loaded.processor(text=[qwen.chatml(MESSAGES)], images=[image], return_tensors="pt")
+    assert int((inputs["input_ids"] == p.loaded.model.config.image_token_id).sum()) <= 16  # the pixel budget
+
+
+def test_load_4bit(tiny, proxy):
+    pytest.importorskip("bitsandbytes")
+    import bitsandbytes as bnb
+
+    p = qwen.QwenPlanner(str(tiny), quant="4bit", device="cpu")
+    lm = p.loaded.model.model.language_model
+    assert isinstance(lm.layers[0].self_attn.q_proj, bnb.nn.Linear4bit)
+    assert lm.layers[0].self_attn.q_proj.weight.quant_state.quant_type == "nf4"
+    assert type(p.loaded.model.model.visual.blocks[0].attn.qkv) is torch.nn.Linear  # vision kept full precision
+    assert isinstance(p.chat(MESSAGES, pr.proxy_to_pil(proxy)), str)
+
+
+def test_full_plan_records_failed_stages_in_a_valid_sidecar(tiny, tmp_path):
+    from PIL import Image
+
+    from monet_cli.plan import load_plan, save_plan, sidecar_path
+    from monet_cli.planners.base import get_planner, plan_photo
+
+    photo = tmp_path / "photo.jpg"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)).save(photo, quality=90)
+    planner = get_planner("qwen", model=str(tiny), adapter=None, quant=None, endpoint=None)
+    plan = plan_photo(photo, planner, style="retro", instructions="warmer")
+    for s in STAGES:
+        sp = plan.stages[s]
+        assert sp.status in ("failed", "no_change", "ok")
+        if sp.status == "failed":
+            assert sp.error and sp.raw and "--- analysis ---" in sp.raw
+    assert any(plan.stages[s].status == "failed" for s in STAGES)  # noise rarely parses
+    assert plan.planner.backend == "qwen" and plan.planner.model == str(tiny) and plan.source.name == "photo.jpg"
+    back = load_plan(save_plan(plan, sidecar_path(photo)))
+    assert back.to_dict()["stages"] == plan.to_dict()["stages"]
+
+
+def test_model_is_loaded_once_per_process(tiny):
+    from monet_cli.planners.base import get_planner
+
+    a = get_planner("qwen", model=str(tiny), quant="none")
+    b = get_planner("qwen", model=str(tiny) + "/", quant="none", concurrency=2)
+    assert a is not b and a.loaded is b.loaded
+
+
+def test_peft_dora_adapter(tiny, tmp_path, proxy):
+    pytest.importorskip("peft")
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText
+
+    base = AutoModelForImageTextToText.from_pretrained(tiny)
+    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], use_dora=True, init_lora_weights=False)
+    get_peft_model(base, cfg).save_pretrained(tmp_path / "adapter")
+
+    plain = qwen.QwenPlanner(str(tiny))
+    tuned = qwen.QwenPlanner(str(tiny), adapter=str(tmp_path / "adapter"))
+    assert tuned.adapter == str(tmp_path / "adapter") and tuned.loaded is not plain.loaded
+    inputs = plain.loaded.processor(text=[qwen.chatml(MESSAGES)], images=[pr.proxy_to_pil(proxy)], return_tensors="pt")
+    with torch.inference_mode():
+        la = plain.loaded.model(**inputs).logits
+        lb = tuned.loaded.model(**inputs).logits
+    assert not torch.allclose(la, lb)  # the adapter changes the model
+    sp = tuned.plan_stage("lighting", proxy, style="balanced", instructions=None, previous={})
+    assert sp.status in ("failed", "no_change", "ok")
+
+    if importlib.util.find_spec("bitsandbytes"):  # QLoRA-style: the adapter on a 4-bit base
+        q = qwen.QwenPlanner(str(tiny), adapter=str(tmp_path / "adapter"), quant="4bit")
+        assert type(q.loaded.model).__name__ == "PeftModel"
+        assert isinstance(q.chat(MESSAGES, pr.proxy_to_pil(proxy)), str)
+
+    from monet_cli.errors import MonetError
+
+    with pytest.raises(MonetError, match="not a peft adapter"):
+        qwen.QwenPlanner(str(tiny), adapter=str(tmp_path))
+
+
+def test_qwen25_tiny_builds_loads_and_generates(tmp_path, proxy):
+    folder = build_tiny(tmp_path / "tiny25", architecture="qwen2.5-vl")
+    p = qwen.QwenPlanner(str(folder))
+    assert p.resolved.architecture == "qwen2.5-vl"
+    assert type(p.loaded.model).__name__ == "Qwen2_5_VLForConditionalGeneration"
+    assert isinstance(p.chat(MESSAGES, pr.proxy_to_pil(proxy)), str)
+
+
+def test_build_refuses_a_non_empty_folder(tiny):
+    from monet_cli.errors import OutputError
+
+    with pytest.raises(OutputError, match="not empty"):
+        build_tiny(tiny)
+
+
+def test_cli_models_tiny_and_doctor_smoke(tmp_path, monkeypatch, capsys):
+    from monet_cli.cli import main
+
+    monkeypatch.setenv("MONET_HOME", str(tmp_path / "home"))
+    with pytest.raises(SystemExit) as e:
+        main(["models", "tiny", "--json"])
+    assert e.value.code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["path"] == str(tmp_path / "home" / "models" / "tiny-qwen2-vl")
+    from monet_cli.models import resolve_model
+
+    assert resolve_model("tiny").name == "tiny"
+    with pytest.raises(SystemExit) as e:
+        main(["doctor", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert e.value.code == 0, report
+    assert report["smoke"]["ok"] and set(report["smoke"]["stages"]) == set(STAGES)
+    assert [p for p in report["presets"] if p["name"] == "tiny"][0]["present"]
