@@ -347,7 +347,7 @@ def test_plan_photo_records_the_source(tmp_path, monkeypatch, photos):
     photo.write_bytes(b"not really a png")
     codes = dg.working_to_srgb8(photos["coffee"])
     fake = types.ModuleType("monet_cli.images")
-    fake.read_image = lambda path: FakeImage(codes, cs.SRGB)
+    fake.read_image = lambda path, **kw: FakeImage(codes, cs.SRGB)
     monkeypatch.setitem(sys.modules, "monet_cli.images", fake)
     plan = plan_photo(photo, AutoPlanner(), style="vibrant", long_side=128)
     assert plan.source.name == "IMG_1.png" and plan.source.size == 16 and len(plan.source.sha256) == 64
