@@ -7,7 +7,7 @@ working-space linear RGB (clip to the sRGB gamut, encode, optionally quantise to
 
 Inputs are ``(H, W, 3)`` arrays: ``uint8`` / ``uint16`` (scaled by their maximum code) or
 floats in [0, 1]. Every function returns a Python float (or a float array for the per-pixel
-:func:`delta_e2000`). ``monet eval`` and ``benchmarks/restore.py`` use this module.
+:func:`delta_e2000`). ``monet eval`` and ```monet bench restore``` use this module.
 
 References:
 
