@@ -686,7 +686,8 @@ def _float_to_int(px: np.ndarray, top: int, dtype) -> np.ndarray:
     return np.rint(out, out=out).astype(dtype)
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name the same file (also through links; by path when one is missing)."""
     try:
         if a.exists() and b.exists():
             return os.path.samefile(a, b)
@@ -737,7 +738,7 @@ def write_image(path, image: Image, *, overwrite: bool = False, quality: int = 9
     fmt = output_format_for(path)
     if not isinstance(quality, int) or not 1 <= quality <= 100:
         raise UsageError(f"JPEG quality must be an integer from 1 to 100, got {quality!r}")
-    if image.source is not None and _same_file(path, Path(image.source)):
+    if image.source is not None and same_file(path, Path(image.source)):
         raise OutputError("refusing to overwrite the input image; choose another output name", path=path)
     px = image.pixels
     if px.ndim != 3 or px.shape[2] != 3 or px.dtype not in _DTYPES:

@@ -1232,15 +1232,6 @@ class ExportResult:
                 "as_shot": self.as_shot.to_dict() if self.as_shot else None, "notes": self.notes}
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        if a.exists() and b.exists():
-            return os.path.samefile(a, b)
-        return a.resolve() == b.resolve()
-    except OSError:
-        return False
-
-
 def default_embed_path(photo) -> Path:
     """``photo.jpg`` → ``photo.monet-xmp.jpg`` beside it."""
     p = Path(photo)
@@ -1257,7 +1248,7 @@ def export_xmp(photo, plan, *, embed: bool = False, output=None, overwrite: bool
     file's other XMP metadata kept; pixels and every other byte of the image data unchanged.
     The original photo is never written, ``overwrite`` or not.
     """
-    from monet_cli.images import atomic_write, is_raw
+    from monet_cli.images import atomic_write, is_raw, same_file
 
     p = Path(photo)
     if not p.is_file():
@@ -1266,7 +1257,7 @@ def export_xmp(photo, plan, *, embed: bool = False, output=None, overwrite: bool
     raw = is_raw(p)
     notes: list[str] = []
     out = Path(output) if output is not None else (default_embed_path(p) if embed else xmp_sidecar_path(p))
-    if _same_file(out, p):
+    if same_file(out, p):
         raise OutputError("refusing to write over the original photo; choose another output", path=out)
     if embed and _suffix_kind(out) != _suffix_kind(p):
         raise UsageError(f"{out}: the copy must keep the photo's format ({p.suffix})")

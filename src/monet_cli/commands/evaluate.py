@@ -4,14 +4,13 @@ review. Parse, call the library (:mod:`monet_cli.evaluate`, :mod:`monet_cli.prev
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from monet_cli.cli import app
-from monet_cli.console import console, escape, print_json
+from monet_cli.console import console, escape, print_json, progress
 
 bench_app = typer.Typer(
     help="Benchmarks: `monet bench restore` scores a planner on degraded copies of good photos.",
@@ -20,28 +19,6 @@ bench_app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(bench_app, name="bench")
-
-
-@contextmanager
-def _progress(total: int, verb: str, enabled: bool):
-    """A transient rich progress bar on stderr; yields ``advance()``."""
-    con = console(stderr=True)
-    if not enabled or not con.is_terminal or total < 2:
-        yield lambda *_: None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    with Progress(TextColumn(verb), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                  console=con, transient=True) as p:
-        task = p.add_task(verb, total=total)
-        yield lambda *_: p.advance(task)
 
 
 def _fmt(metric: str, v: float | None) -> str:
@@ -95,8 +72,8 @@ def eval_cmd(
     from monet_cli.evaluate import METRICS, RULES, evaluate, load_plan_values, pair_by_name, write_outputs
 
     total = len(pair_by_name(pred_dir, target).pairs)
-    with _progress(total, "scoring", not quiet and not as_json) as advance:
-        report = evaluate(pred_dir, target, size=size, lpips=not no_lpips, on_pair=advance)
+    with progress("scoring", enabled=not quiet and not as_json, total=total, transient=True) as bar:
+        report = evaluate(pred_dir, target, size=size, lpips=not no_lpips, on_pair=bar.advance)
     plan_values = load_plan_values(plans or [pred_dir]) if out is not None else []
     written = write_outputs(report, out, plans=plan_values, force=force) if out is not None else []
     if as_json:
@@ -316,9 +293,9 @@ def bench_restore_cmd(
                           endpoint=endpoint)
     refs, failed = load_references(photo_dir, size=size, names=names)
     total = len(refs) * (1 + len(kind_list) * max(seeds, 1))
-    with _progress(total, "benchmarking", not quiet and not as_json) as advance:
+    with progress("benchmarking", enabled=not quiet and not as_json, total=total, transient=True) as bar:
         report = run_restore(refs, planner, kinds=kind_list, seeds=seeds, style=style, lpips=not no_lpips,
-                             size=size, failed_photos=failed, on_case=advance)
+                             size=size, failed_photos=failed, on_case=bar.advance)
     written = write_outputs(report, out, force=force) if out is not None else []
     if as_json:
         d = report.to_dict()

@@ -3,14 +3,13 @@ planner (the paper's puzzles A, B, C and their grounded reasoning). Parse, call,
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from monet_cli.cli import app
-from monet_cli.console import console, escape, print_json
+from monet_cli.console import console, escape, print_json, progress
 
 _SETTINGS = {"no_args_is_help": True, "rich_markup_mode": "rich",
              "context_settings": {"help_option_names": ["-h", "--help"]}}
@@ -19,32 +18,6 @@ puzzles_app = typer.Typer(help="Training puzzles (A, B, C) from expert photos, a
 reason_app = typer.Typer(help="Grounded reasoning for puzzle datasets.", **_SETTINGS)
 app.add_typer(puzzles_app, name="puzzles")
 app.add_typer(reason_app, name="reason")
-
-
-@contextmanager
-def _progress(verb: str, enabled: bool):
-    """A rich progress bar on a terminal (else nothing); yields ``update(done, total)``."""
-    con = console(stderr=True)
-    if not enabled or not con.is_terminal:
-        yield lambda done, total: None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    bar = Progress(TextColumn(verb), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                   console=con, transient=False)
-    task = bar.add_task(verb, total=None)
-    bar.start()
-    try:
-        yield lambda done, total: bar.update(task, completed=done, total=total)
-    finally:
-        bar.stop()
 
 
 # ---------------------------------------------------------------------------- generate
@@ -87,9 +60,9 @@ def generate_cmd(
 
     kind_list = [k.strip().lower() for k in kinds.split(",") if k.strip()]
     cfg = pz.load_config(config, **{"images.long_side": long_side})
-    with _progress("puzzles", not quiet and not as_json) as update:
+    with progress("puzzles", enabled=not quiet and not as_json) as bar:
         summary = pz.generate(expert_dir, out, kinds=kind_list, count=count, seed=seed, config=cfg,
-                              recursive=recursive, force=force, progress=update)
+                              recursive=recursive, force=force, progress=bar.update)
     info = pz.read_info(out)
     train_backend = (info.get("reasoning") or {}).get("backend", "template")
     train = None
@@ -252,9 +225,9 @@ def synthesize_cmd(
         from monet_cli.errors import UsageError
 
         raise UsageError("--model, --endpoint, --adapter and --quant are for --backend qwen or openai")
-    with _progress("reasoning", not quiet and not as_json and backend != "template") as update:
+    with progress("reasoning", enabled=not quiet and not as_json and backend != "template") as bar:
         s = synth.synthesize(dataset, backend, max_tries=max_tries, on_reject=on_reject, out=out,
-                             backend_options={k: v for k, v in options.items() if v is not None}, progress=update)
+                             backend_options={k: v for k, v in options.items() if v is not None}, progress=bar.update)
     d = s.to_dict()
     if as_json:
         print_json(d)
