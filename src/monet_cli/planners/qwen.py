@@ -140,6 +140,9 @@ def load_model(folder, *, adapter=None, quant: str = "none", device: str = "cpu"
             _need("bitsandbytes", f"--quant {quant}")
         if adapter:
             _need("peft", "--adapter")
+            from monet_cli.train.config import adapter_dir
+
+            adapter = adapter_dir(adapter) or adapter  # a `monet train` run folder keeps it in adapter/
             if not (Path(adapter) / "adapter_config.json").is_file():
                 raise MonetError("not a peft adapter folder (no adapter_config.json)", path=adapter)
         t0 = time.perf_counter()
@@ -252,6 +255,10 @@ class QwenPlanner:
     def __init__(self, model: str | None = None, *, adapter=None, quant: str | None = None,
                  device: str | None = None, dtype: str | None = None, temperature: float | None = None,
                  max_new_tokens: int | None = None, seed: int | None = 0, prompts: str | None = None):
+        if model is None and adapter is not None:  # a `monet train` run: plan with the model it trained
+            from monet_cli.train.config import run_base_model
+
+            model = run_base_model(adapter)
         self.resolved: ResolvedModel = resolve_model(model)
         self.model = self.resolved.name
         if adapter is not None and not Path(adapter).expanduser().is_dir():
