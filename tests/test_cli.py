@@ -318,3 +318,9 @@ def test_two_runs_at_once_do_not_collide(tmp_path, plan_json):
     ok = [Path(r["path"]).name for r in recs if r["status"] == "ok"]
     assert sorted(ok) == ["p0.jpg", "p1.jpg", "p2.jpg", "p3.jpg"]  # each planned exactly once
     assert leftovers(d) == []
+
+
+def test_apply_json_reports_timings_per_step(tmp_path, plan_json, photo8):
+    src = fx.make_tiff(tmp_path / "a.tif", photo8)
+    rec = json.loads(run("apply", src, plan_json, "--json", check=0).stdout)
+    assert set(rec["seconds"]) == {"read", "render", "write", "total"} and rec["elapsed"] >= rec["seconds"]["total"]

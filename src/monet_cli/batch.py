@@ -186,7 +186,7 @@ class ItemResult:
         if self.message:
             d["message" if self.status != "failed" else "error"] = self.message
         d.update(self.data)
-        d["seconds"] = round(self.seconds, 3)
+        d["elapsed"] = round(self.seconds, 3)
         return d
 
 
