@@ -321,7 +321,7 @@ def preset_status() -> list[dict]:
         rows.append({"name": p.name, "hub_id": p.hub_id, "architecture": p.architecture,
                      "parameters_b": p.parameters_b, "quant": p.quant, "max_pixels": p.max_pixels,
                      "prompts": p.prompts, "gpu_memory_gb": dict(p.gpu_memory_gb), "download_gb": p.download_gb,
-                     "present": present, "path": str(folder) if folder else None, "missing": missing,
+                     "present": present, "path": str(folder) if folder else None, "missing": missing, "build": p.build,
                      "description": p.description})
     return rows
 

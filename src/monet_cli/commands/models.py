@@ -3,6 +3,7 @@ model and what this machine can run. Parse, call the library, print."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -49,7 +50,7 @@ def models_list_cmd(
     for r in rows:
         m = r["gpu_memory_gb"]
         mem = " / ".join(f"{m[q]:g}" if q in m else "?" for q in ("4bit", "8bit", "none"))
-        where = r["hub_id"] or "built locally (monet models tiny)"
+        where = r["hub_id"] or f"built locally ({r.get('build') or 'monet models tiny'})"
         disk = "[green]yes[/green]" if r["present"] else "[dim]no[/dim]"
         table.add_row(r["name"], where, r["architecture"], r["quant"], mem, disk)
     con = console()
@@ -97,6 +98,49 @@ def models_tiny_cmd(
     model = "tiny" if folder is None else str(path)
     console().print(f"[green]✓[/green] tiny random {arch} in [bold]{escape(str(path))}[/bold] ({seconds:.1f} s); "
                     f"try: monet plan PHOTO --backend qwen --model {escape(model)}")
+
+
+@models_app.command("init")
+def models_init_cmd(
+    preset: str = typer.Argument(..., help="The preset to build: mini (a Qwen2-VL trained from scratch; "
+                                           "models/mini.yaml)."),
+    folder: Optional[Path] = typer.Argument(None, help="Where to write it (default: the preset's folder under "
+                                                       "$MONET_HOME/models)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the initial random weights."),
+    force: bool = typer.Option(False, "--force", "-f", help="Replace a model already in FOLDER."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON line."),
+):
+    """Build a model that monet trains from scratch, offline: its config, random weights and its own tokenizer.
+
+    `mini` is a ~5 M-parameter Qwen2-VL with a BPE tokenizer trained on monet's prompts; train it
+    on puzzles with benchmarks/mini.py. Needs the model extra (torch, transformers, tokenizers).
+
+    [b]Examples[/b]
+
+      monet models init mini runs/mini-init
+      monet plan photo.jpg --backend qwen --model runs/mini-init     # untrained: noise
+    """
+    import time
+
+    from monet_cli.errors import UsageError
+    from monet_cli.models import get_preset, monet_home, require_ml
+
+    if preset != "mini":
+        raise UsageError(f"monet models init builds only the mini preset, not {preset!r}")
+    require_ml("monet models init")
+    from monet_cli.mini import build_mini
+
+    target = folder if folder is not None else monet_home() / "models" / get_preset(preset).local_dir
+    t0 = time.perf_counter()
+    path = build_mini(target, seed=seed, overwrite=force)
+    seconds = time.perf_counter() - t0
+    params = json.loads((path / "monet.json").read_text(encoding="utf-8")).get("parameters")
+    if as_json:
+        print_json({"path": str(path), "preset": preset, "seed": seed, "parameters": params,
+                    "seconds": round(seconds, 2)})
+        return
+    console().print(f"[green]✓[/green] {preset} ({params:,} parameters, untrained) in [bold]{escape(str(path))}"
+                    f"[/bold] ({seconds:.1f} s)")
 
 
 @app.command("doctor")
@@ -155,7 +199,7 @@ def _print_report(r: dict) -> None:
         if p["present"]:
             line(f"preset {p['name']}", f"weights in {escape(p['path'])}", True)
         else:
-            src = p["hub_id"] and f"huggingface-cli download {p['hub_id']}" or "monet models tiny"
+            src = p["hub_id"] and f"huggingface-cli download {p['hub_id']}" or p.get("build") or "monet models tiny"
             line(f"preset {p['name']}", f"not here (missing {escape(', '.join(p['missing'][:3]))}); get it: {src}",
                  None)
     s = r.get("smoke")

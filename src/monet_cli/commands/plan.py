@@ -54,7 +54,8 @@ def print_plan(plan, con, *, title: str | None = None) -> None:
                 t.add_row(f"    {name}", f"{v:+g}", intensity_word(v))
             con.print(t)
         for r in sp.reasoning:
-            con.print(f"    [dim]•[/dim] [italic]{escape(r.adjustment)}[/italic]: {escape(r.issue)} "
+            what = "no change" if r.adjustment.strip().lower() in ("", "none") else r.adjustment
+            con.print(f"    [dim]•[/dim] [italic]{escape(what)}[/italic]: {escape(r.issue)} "
                       f"[dim]→[/dim] {escape(r.solution)}")
 
 
