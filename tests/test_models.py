@@ -60,7 +60,7 @@ def test_presets_are_complete_data():
     for p in ps.values():
         assert p.quant in mm.QUANTS and set(p.gpu_memory_gb) == set(mm.QUANTS)
         assert p.gpu_memory_gb["4bit"] <= p.gpu_memory_gb["8bit"] <= p.gpu_memory_gb["none"]
-        assert p.min_pixels < p.max_pixels and p.temperature == 0.3
+        assert p.min_pixels < p.max_pixels and p.temperature == (0.0 if p.name == "mini" else 0.3)  # mini: greedy
         from monet_cli.planners.protocol import load_prompts
 
         load_prompts(p.prompts)

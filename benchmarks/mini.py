@@ -1,0 +1,267 @@
+"""monet-mini: the paper's method end to end on a CPU, and its puzzle-vs-regression ablation.
+
+One command, seeds fixed, progress shown::
+
+    python benchmarks/mini.py --out runs/mini [--budget-minutes 60] [--quick]
+
+1. **Corpus** — ``benchmarks/corpus.sh OUT/corpus``: free photos (scikit-image, Debian wallpaper
+   packages; licences in ``manifest.json`` / ``LICENSES.txt``), a fixed held-out subset.
+2. **Model** — ``monet models init mini OUT/init`` (random weights, seed 0, own BPE tokenizer).
+3. **Puzzles** — ``monet puzzles generate OUT/corpus/train --kinds a,b,c`` (two shards with
+   seeds 0 and 1, in parallel) + ``monet reason synthesize`` (template reasoning).
+4. **Regression data** — the same puzzle-C images and answers, values only: the analysis turn
+   answers the fixed sentence "Adjustments follow." (or the no-change sentence) and the values
+   turn answers only the JSON block; no puzzles A/B, no reasoning (the paper's "MLLM
+   Regression" baseline, kept on the planner's two-turn protocol so both models are planned
+   through the same path).
+5. **Training** — both from the *same* initial weights, every weight trained
+   (:func:`monet_cli.mini.train_full`; ``monet train`` trains peft adapters only), each for
+   half of ``--budget-minutes`` of wall time, the two runs in parallel, one thread each (on
+   two cores: the same compute as one after the other).
+6. **Scoring** — ``monet bench restore OUT/corpus/heldout --seeds 1`` with ``--backend auto``,
+   and ``--backend qwen --model RUN`` for each trained model (the normal planning path);
+   identity is the benchmark's ``degraded`` column (the photo left alone).
+
+Prints one table (mean ΔE2000 over the held-out degraded cases, and on the undegraded
+originals) and writes ``OUT/mini.json`` and ``OUT/mini.md``. Steps whose outputs exist are
+skipped on a rerun (delete a folder to redo it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+REGRESSION_ANALYSIS = "Adjustments follow."
+sys.path.insert(0, str(ROOT / "src"))
+# Held-out degradations: one per op family and one combination (CPU time for planning with
+# a model grows with their number: photos x (1 + kinds) plans per planner).
+KINDS = ("under", "over", "warm", "cool", "flat", "oversaturated", "under+cool")
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def env(threads: int | None = None) -> dict:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(ROOT / "src") + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
+    e["HF_HUB_OFFLINE"] = "1"
+    if threads:
+        e["OMP_NUM_THREADS"] = e["MKL_NUM_THREADS"] = str(threads)
+    return e
+
+
+def monet(*args, threads=None, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "monet_cli", *map(str, args)], env=env(threads), **kw)
+
+
+def wait_all(procs: list[tuple[str, subprocess.Popen]]) -> None:
+    for name, p in procs:
+        if p.wait() != 0:
+            raise SystemExit(f"step failed: {name} (exit {p.returncode})")
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def make_corpus(out: Path) -> Path:
+    corpus = out / "corpus"
+    if not (corpus / "manifest.json").is_file():
+        log("corpus: gathering photos (benchmarks/corpus.sh)")
+        subprocess.run(["bash", str(ROOT / "benchmarks" / "corpus.sh"), str(corpus)], env={**env(), "PYTHON": sys.executable},
+                       check=True)
+    m = json.loads((corpus / "manifest.json").read_text())
+    log(f"corpus: {sum(e['split'] == 'train' for e in m)} train, {sum(e['split'] == 'heldout' for e in m)} held-out photos")
+    return corpus
+
+
+def make_puzzles(out: Path, corpus: Path, count: int, long_side: int) -> list[Path]:
+    shards = [out / f"puzzles-s{s}" for s in (0, 1)]
+    todo = [(s, d) for s, d in enumerate(shards) if not (d / ".mini-done").is_file()]
+    if todo:
+        log(f"puzzles: generating {count} (A, B, C) in {len(todo)} shard(s), long side {long_side}")
+        procs = [(f"puzzles generate {d}", monet("puzzles", "generate", corpus / "train", "--out", d, "--kinds", "a,b,c",
+                                                 "--count", count // 2, "--seed", s, "--long-side", long_side,
+                                                 "--quiet", threads=1))
+                 for s, d in todo]
+        wait_all(procs)
+        wait_all([(f"reason synthesize {d}", monet("reason", "synthesize", d, threads=1)) for _, d in todo])
+        for _, d in todo:
+            (d / ".mini-done").write_text("")
+    return shards
+
+
+def make_regression(out: Path, shards: list[Path]) -> Path:
+    """Puzzle-C records of the shards, values only (module docstring, step 4)."""
+    from monet_cli.planners.protocol import load_prompts, says_no_change
+
+    reg = out / "regression"
+    target = reg / "train.jsonl"
+    if target.is_file():
+        return reg
+    reg.mkdir(parents=True, exist_ok=True)
+    prompts = load_prompts("monetgpt")
+    lines = []
+    for shard in shards:
+        for line in (shard / "train.jsonl").read_text().splitlines():
+            r = json.loads(line)
+            if len(r["images"]) != 1:  # puzzle C shows one photo; A shows two, B four
+                continue
+            msgs = [dict(m) for m in r["messages"]]
+            asst = [i for i, m in enumerate(msgs) if m["role"] == "assistant"]
+            if len(asst) == 1:  # the stage needs nothing: the answer without its reasons
+                assert says_no_change(msgs[asst[0]]["content"], prompts)
+                msgs[asst[0]]["content"] = "No further adjustments are needed."
+            else:
+                msgs[asst[0]]["content"] = REGRESSION_ANALYSIS
+                text = msgs[asst[1]]["content"]
+                msgs[asst[1]]["content"] = text[text.index("```json"):]
+            lines.append(json.dumps({"messages": msgs, "images": [str((shard / p).resolve()) for p in r["images"]]}))
+    target.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    log(f"regression: {len(lines)} values-only records from the puzzle-C images")
+    return reg
+
+
+def train_both(out: Path, init: Path, runs: dict[str, list[Path]], minutes: float, max_steps: int) -> dict:
+    procs, logs = {}, {}
+    for name, data in runs.items():
+        run = out / f"run-{name}"
+        if (run / "model.safetensors").is_file():
+            continue
+        logs[name] = out / f"train-{name}.log"
+        procs[name] = subprocess.Popen(
+            [sys.executable, __file__, "_train", str(init), str(run), "--minutes", str(minutes),
+             "--max-steps", str(max_steps), *map(str, data)],
+            env=env(1), stdout=logs[name].open("w"), stderr=subprocess.STDOUT)
+    if procs:
+        log(f"training {', '.join(procs)} from scratch, {minutes:g} min each, in parallel (1 thread each)")
+    while any(p.poll() is None for p in procs.values()):
+        time.sleep(30 if minutes > 2 else 5)
+        status = []
+        for name in procs:
+            last = [l for l in logs[name].read_text().splitlines() if l.startswith("step")]
+            status.append(f"{name}: {last[-1] if last else 'starting'}")
+        log("  " + " | ".join(status))
+    for name, p in procs.items():
+        if p.returncode != 0:
+            raise SystemExit(f"training {name} failed; see {logs[name]}")
+    return {name: json.loads((out / f"run-{name}" / "monet.json").read_text())["train"] for name in runs}
+
+
+def bench(out: Path, corpus: Path, quick: bool) -> dict:
+    kinds = ["under", "warm", "flat"] if quick else list(KINDS)
+    jobs = {"auto": ["--backend", "auto"],
+            "mini-puzzles": ["--backend", "qwen", "--model", out / "run-puzzles"],
+            "mini-regression": ["--backend", "qwen", "--model", out / "run-regression"]}
+    pending = [(n, a) for n, a in jobs.items() if not (out / f"bench-{n}" / "bench.json").is_file()]
+    log(f"scoring on the held-out photos: {', '.join(n for n, _ in pending) or 'done before'}")
+    running: list[tuple[str, subprocess.Popen]] = []
+    while pending or running:
+        while pending and len(running) < 2:
+            n, a = pending.pop(0)
+            extra = ["--kinds", ",".join(kinds)]
+            running.append((n, monet("bench", "restore", corpus / "heldout", *a, "--seeds", "1", "--no-lpips", *extra,
+                                     "--out", out / f"bench-{n}", "--force", "--quiet", threads=1,
+                                     stdout=subprocess.DEVNULL)))
+        time.sleep(2)
+        for item in list(running):
+            if item[1].poll() is not None:
+                if item[1].returncode != 0:
+                    raise SystemExit(f"bench {item[0]} failed (exit {item[1].returncode})")
+                log(f"  scored {item[0]}")
+                running.remove(item)
+    return {n: json.loads((out / f"bench-{n}" / "bench.json").read_text()) for n in jobs}
+
+
+def table(reports: dict, trained: dict) -> tuple[str, dict]:
+    def row(rep, method):
+        s = rep["summary"]
+        return s["all degraded"][method]["delta_e"], s["original"][method]["delta_e"]
+
+    auto = reports["auto"]
+    rows = [("identity (left alone)", *row(auto, "degraded"), None, None),
+            ("auto (analytic planner)", *row(auto, "restored"), auto["delta_e_changes"], None)]
+    for name, label in (("mini-puzzles", "mini, puzzles A+B+C with reasoning"),
+                        ("mini-regression", "mini, regression (values only)")):
+        rep = reports[name]
+        failed = sum(len(c["failed_stages"]) for c in rep["cases"])
+        rows.append((label, *row(rep, "restored"), rep["delta_e_changes"], failed))
+    n = auto["summary"]["all degraded"]["degraded"]["n"]
+    head = (f"| planner | mean ΔE2000, {n} degraded held-out cases ↓ | ΔE2000 on the {len(auto['photos'])} "
+            f"undegraded originals ↓ | better / same / worse than identity | failed stages |")
+    lines = [head, "|---|---|---|---|---|"]
+    for label, de, orig, ch, failed in rows:
+        chs = f"{ch['better']} / {ch['same']} / {ch['worse']}" if ch else "—"
+        lines.append(f"| {label} | {de:.2f} | {orig:.2f} | {chs} | {'—' if failed is None else failed} |")
+    md = "\n".join(lines) + "\n"
+    facts = {"rows": [{"planner": r[0], "delta_e_degraded": r[1], "delta_e_original": r[2], "changes": r[3],
+                       "failed_stages": r[4]} for r in rows], "training": trained}
+    return md, facts
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def train_main(argv) -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("init")
+    ap.add_argument("run")
+    ap.add_argument("data", nargs="+")
+    ap.add_argument("--minutes", type=float, required=True)
+    ap.add_argument("--max-steps", type=int, default=0)
+    a = ap.parse_args(argv)
+    from monet_cli.mini import train_full
+
+    def on_step(step, loss, elapsed):
+        if step == 1 or step % 10 == 0:
+            print(f"step {step} loss {loss:.3f} {elapsed / 60:.1f} min", flush=True)
+
+    r = train_full(a.init, a.data, a.run, minutes=a.minutes, max_steps=a.max_steps, seed=0, threads=1,
+                   on_step=on_step)
+    print(json.dumps(r.to_dict()), flush=True)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "_train":
+        return train_main(sys.argv[2:])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path("runs/mini"), help="Working folder (default runs/mini).")
+    ap.add_argument("--budget-minutes", type=float, default=60.0, help="Total training time, split evenly over "
+                                                                       "the two models (default 60).")
+    ap.add_argument("--puzzles", type=int, default=1200, help="Puzzles to generate (A, B, C; default 1200).")
+    ap.add_argument("--long-side", type=int, default=256, help="Long side of puzzle images (the model sees ≤ 224²).")
+    ap.add_argument("--quick", action="store_true", help="Smoke run: 40 puzzles, 20 steps each, 3 degradations.")
+    a = ap.parse_args()
+    t0 = time.perf_counter()
+    out = a.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    count, minutes, steps = (40, 5.0, 20) if a.quick else (a.puzzles, a.budget_minutes / 2, 0)
+    corpus = make_corpus(out)
+    init = out / "init"
+    if not (init / "model.safetensors").is_file():
+        subprocess.run([sys.executable, "-m", "monet_cli", "models", "init", "mini", str(init), "--seed", "0",
+                        "--force"], env=env(), check=True)
+    shards = make_puzzles(out, corpus, count, a.long_side)
+    reg = make_regression(out, shards)
+    trained = train_both(out, init, {"puzzles": shards, "regression": [reg]}, minutes, steps)
+    reports = bench(out, corpus, a.quick)
+    md, facts = table(reports, trained)
+    facts.update(budget_minutes=a.budget_minutes, quick=a.quick, puzzles=count, seconds=round(time.perf_counter() - t0))
+    (out / "mini.md").write_text(md, encoding="utf-8")
+    (out / "mini.json").write_text(json.dumps(facts, indent=1) + "\n", encoding="utf-8")
+    for name, t in trained.items():
+        log(f"{name}: {t['steps']} steps, {t['records_seen']} records ({t['epochs']:.2f} epochs of {t['records']}), "
+            f"{t['seconds'] / 60:.1f} min, loss {t['loss_first']} → {t['loss_last']}")
+    print(md)
+    log(f"done in {(time.perf_counter() - t0) / 60:.1f} min; {out / 'mini.md'}")
+
+
+if __name__ == "__main__":
+    main()
