@@ -32,6 +32,14 @@ from monet_cli.console import escape
 from monet_cli.console import print_json as _print_json
 
 
+def sub_app(name: str, help: str, **options) -> typer.Typer:
+    """A command group (``monet NAME …``) with monet's help settings, registered on ``app``."""
+    group = typer.Typer(help=help, no_args_is_help=True, rich_markup_mode="rich",
+                        context_settings={"help_option_names": ["-h", "--help"]}, **options)
+    app.add_typer(group, name=name)
+    return group
+
+
 def _version(value: bool):
     if value:
         typer.echo(f"monet {__version__}")

@@ -9,16 +9,10 @@ from typing import List, Optional
 
 import typer
 
-from monet_cli.cli import app
+from monet_cli.cli import app, sub_app
 from monet_cli.console import console, escape, print_json, progress
 
-bench_app = typer.Typer(
-    help="Benchmarks: `monet bench restore` scores a planner on degraded copies of good photos.",
-    no_args_is_help=True,
-    rich_markup_mode="rich",
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-app.add_typer(bench_app, name="bench")
+bench_app = sub_app("bench", "Benchmarks: `monet bench restore` scores a planner on degraded copies of good photos.")
 
 
 def _fmt(metric: str, v: float | None) -> str:

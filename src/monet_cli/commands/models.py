@@ -9,16 +9,10 @@ from typing import Optional
 
 import typer
 
-from monet_cli.cli import app
+from monet_cli.cli import app, sub_app
 from monet_cli.console import console, escape, print_json
 
-models_app = typer.Typer(
-    help="Model presets for --backend qwen/openai, and the tiny random model for smoke tests.",
-    no_args_is_help=True,
-    rich_markup_mode="rich",
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-app.add_typer(models_app, name="models")
+models_app = sub_app("models", "Model presets for --backend qwen/openai, and the tiny random model for smoke tests.")
 
 
 @models_app.command("list")

@@ -8,16 +8,11 @@ from typing import Optional
 
 import typer
 
-from monet_cli.cli import app
+from monet_cli.cli import sub_app
 from monet_cli.console import console, escape, print_json, progress
 
-_SETTINGS = {"no_args_is_help": True, "rich_markup_mode": "rich",
-             "context_settings": {"help_option_names": ["-h", "--help"]}}
-puzzles_app = typer.Typer(help="Training puzzles (A, B, C) from expert photos, as chat records for fine-tuning.",
-                          **_SETTINGS)
-reason_app = typer.Typer(help="Grounded reasoning for puzzle datasets.", **_SETTINGS)
-app.add_typer(puzzles_app, name="puzzles")
-app.add_typer(reason_app, name="reason")
+puzzles_app = sub_app("puzzles", "Training puzzles (A, B, C) from expert photos, as chat records for fine-tuning.")
+reason_app = sub_app("reason", "Grounded reasoning for puzzle datasets.")
 
 
 # ---------------------------------------------------------------------------- generate

@@ -14,7 +14,7 @@ from typing import List, Optional
 import typer
 from typer.core import TyperGroup
 
-from monet_cli.cli import app
+from monet_cli.cli import sub_app
 from monet_cli.console import console, escape, print_json
 
 
@@ -27,15 +27,12 @@ class _RunByDefault(TyperGroup):
         return super().parse_args(ctx, args)
 
 
-train_app = typer.Typer(
+train_app = sub_app(
+    "train",
+    "Fine-tune a Qwen-VL planner on puzzle datasets (peft DoRA / LoRA / QLoRA) and merge the result. "
+    "`monet train DATASET… --out RUN_DIR` is short for `monet train run DATASET… --out RUN_DIR`.",
     cls=_RunByDefault,
-    help="Fine-tune a Qwen-VL planner on puzzle datasets (peft DoRA / LoRA / QLoRA) and merge the result. "
-         "`monet train DATASET… --out RUN_DIR` is short for `monet train run DATASET… --out RUN_DIR`.",
-    no_args_is_help=True,
-    rich_markup_mode="rich",
-    context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.add_typer(train_app, name="train")
 
 
 @train_app.command("run")
