@@ -141,13 +141,9 @@ def build_mini(folder, *, seed: int = 0, overwrite: bool = False) -> Path:
 
     Offline, a few seconds. Refuses a non-empty folder unless ``overwrite``.
     """
-    from monet_cli.errors import OutputError
+    from monet_cli.tiny import model_folder
 
-    folder = Path(folder).expanduser()
-    if folder.exists() and not folder.is_dir():
-        raise OutputError("exists and is not a folder", path=folder)
-    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
-        raise OutputError("folder is not empty (use --force to replace the model in it)", path=folder)
+    folder = model_folder(folder, overwrite=overwrite, what="the model")
     import torch
     from transformers import AutoModelForImageTextToText
     from transformers.utils import logging as hf_logging

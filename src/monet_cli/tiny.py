@@ -98,21 +98,30 @@ def tiny_config(architecture: str, tokenizer):
     raise ValueError(f"unknown architecture {architecture!r}; choose {', '.join(ARCHES)}")
 
 
+def model_folder(folder, *, overwrite: bool, what: str) -> Path:
+    """``folder`` as a Path, checked as a place to write a model: a folder or nothing; a
+    non-empty folder only with ``overwrite`` (OutputError otherwise)."""
+    from monet_cli.errors import OutputError
+
+    folder = Path(folder).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise OutputError("exists and is not a folder", path=folder)
+    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
+        raise OutputError(f"folder is not empty (use --force to replace {what} in it)", path=folder)
+    return folder
+
+
 def build_tiny(folder, *, architecture: str = "qwen2-vl", seed: int = 0, overwrite: bool = False) -> Path:
     """Build and save the tiny random model in ``folder``; returns the folder.
 
     Offline, a few seconds on a CPU. Refuses to write into a non-empty folder unless
     ``overwrite`` (then only its own files are replaced).
     """
-    from monet_cli.errors import OutputError, UsageError
+    from monet_cli.errors import UsageError
 
     if architecture not in ARCHES:
         raise UsageError(f"unknown architecture {architecture!r}; choose {', '.join(ARCHES)}")
-    folder = Path(folder).expanduser()
-    if folder.exists() and not folder.is_dir():
-        raise OutputError("exists and is not a folder", path=folder)
-    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
-        raise OutputError("folder is not empty (use --force to replace the tiny model in it)", path=folder)
+    folder = model_folder(folder, overwrite=overwrite, what="the tiny model")
     import torch
     from transformers import AutoModelForImageTextToText
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
