@@ -82,7 +82,8 @@ def compile_program(adjustments: dict) -> Program:
 
 
 @lru_cache(maxsize=16)
-def _decode_table(trc: cs.TransferFunction, bits: int) -> np.ndarray:
+def decode_table(trc: cs.TransferFunction, bits: int) -> np.ndarray:
+    """float32 linear value of every ``bits``-bit code of a transfer function (exact, cached)."""
     codes = np.arange(2**bits, dtype=np.float64) / (2**bits - 1)
     return trc.decode(codes).astype(np.float32)
 
@@ -113,7 +114,7 @@ def run_program(program: Program, src: np.ndarray, in_space: cs.ColorSpace, out_
     if src.ndim != 3 or src.shape[2] != 3:
         raise ValueError(f"expected (H, W, 3) pixels, got {src.shape}")
     if src.dtype.kind == "u":
-        decode = _decode_table(in_space.trc, src.dtype.itemsize * 8)
+        decode = decode_table(in_space.trc, src.dtype.itemsize * 8)
     else:
         src = src if in_space.trc.is_linear else in_space.trc.decode(src)
         src = np.ascontiguousarray(src, dtype=np.float32)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import math
-from functools import lru_cache
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -57,15 +56,12 @@ class StagePlanner(Protocol):
 # ----------------------------------------------------------------------------- proxy
 
 
-@lru_cache(maxsize=8)
-def _decode_lut(trc: cs.TransferFunction, bits: int) -> np.ndarray:
-    return trc.decode(np.arange(2**bits, dtype=np.float64) / (2**bits - 1)).astype(np.float32)
-
-
 def _decode(pixels: np.ndarray, trc: cs.TransferFunction) -> np.ndarray:
     """Encoded pixels → linear values of the same RGB space (float32)."""
     if pixels.dtype.kind == "u":
-        return _decode_lut(trc, pixels.dtype.itemsize * 8)[pixels]
+        from monet_cli.render import decode_table
+
+        return decode_table(trc, pixels.dtype.itemsize * 8)[pixels]
     if pixels.dtype.kind != "f":
         raise TypeError(f"unsupported pixel type {pixels.dtype}")
     if trc.is_linear:
@@ -99,8 +95,9 @@ def make_proxy(image, long_side: int = PROXY_LONG_SIDE) -> np.ndarray:
         lin = _decode(pixels, space.trc).astype(np.float64)
     elif pixels.dtype.kind == "u":
         from monet_cli._area import box_downscale
+        from monet_cli.render import decode_table
 
-        lin = box_downscale(pixels, h, w, _decode_lut(space.trc, pixels.dtype.itemsize * 8))
+        lin = box_downscale(pixels, h, w, decode_table(space.trc, pixels.dtype.itemsize * 8))
     else:
         lin = area_downscale(_decode(pixels, space.trc), long_side)
     if space != cs.WORKING:

@@ -404,11 +404,9 @@ def run_stage(chat: Chat, stage: str, *, prompts: PromptSet | str = "monetgpt", 
 def proxy_to_srgb8(proxy: np.ndarray) -> np.ndarray:
     """A planning proxy (working-space linear float32) → sRGB-encoded uint8 ``(h, w, 3)``, what
     a vision model expects to see. Out-of-gamut and over-white values are clipped here only."""
-    from monet_cli import colorspaces as cs
+    from monet_cli.degrade import working_to_srgb8
 
-    lin = np.asarray(proxy, dtype=np.float32)[..., :3] @ cs.WORKING.matrix_to(cs.SRGB.linear()).T.astype(np.float32)
-    enc = cs.SRGB.trc.encode(np.clip(lin, 0.0, 1.0))
-    return np.ascontiguousarray(np.round(enc * 255.0).astype(np.uint8))
+    return np.ascontiguousarray(working_to_srgb8(np.asarray(proxy)[..., :3]))
 
 
 def proxy_to_pil(proxy: np.ndarray, *, long_side: int | None = None):
