@@ -141,26 +141,16 @@ def build_mini(folder, *, seed: int = 0, overwrite: bool = False) -> Path:
 
     Offline, a few seconds. Refuses a non-empty folder unless ``overwrite``.
     """
-    from monet_cli.tiny import model_folder
+    from monet_cli.tiny import model_folder, random_model
 
     folder = model_folder(folder, overwrite=overwrite, what="the model")
-    import torch
-    from transformers import AutoModelForImageTextToText
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     spec = settings()
     tokenizer = build_tokenizer(spec["tokenizer"]["vocab_size"])
     config = mini_config(tokenizer, spec)
-    state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
-        model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
-    finally:
-        torch.random.set_rng_state(state)
-    model.generation_config.eos_token_id = [tokenizer.convert_tokens_to_ids("<|im_end|>"),
-                                            tokenizer.convert_tokens_to_ids("<|endoftext|>")]
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model = random_model(config, tokenizer, seed)
     n = sum(p.numel() for p in model.parameters())
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)

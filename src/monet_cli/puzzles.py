@@ -571,6 +571,12 @@ def _visible(photo: Photo, adjustments: dict) -> float:
     return delta_e(photo.small8, _srgb8(_render(photo.small, adjustments)))
 
 
+def _one_op(photo: Photo, rng: np.random.Generator, cfg: dict, stages) -> tuple[str, str]:
+    """A stage (by the configured weights) and one of its ops the photo can show (A and B)."""
+    stage = _pick(rng, cfg["stages"], stages)
+    return stage, _choose_ops(rng, stage_ops(stage, photo.bands), 1)[0]
+
+
 def make_a(photo: Photo, rng: np.random.Generator, cfg: dict) -> Draft | None:
     """Puzzle A: one op at a value uniform in magnitude (``a.magnitude``), random sign."""
     vis, rej = cfg["visibility"], {}
@@ -578,8 +584,7 @@ def make_a(photo: Photo, rng: np.random.Generator, cfg: dict) -> Draft | None:
     if not stages:
         return None
     for attempt in range(1, vis["max_tries"] + 1):
-        stage = _pick(rng, cfg["stages"], stages)
-        op = _choose_ops(rng, stage_ops(stage, photo.bands), 1)[0]
+        stage, op = _one_op(photo, rng, cfg, stages)
         value = int(rng.choice([-1, 1])) * _uniform_int(rng, cfg["a"]["magnitude"])
         de = _visible(photo, {op: value})
         if de < vis["min_delta_e"]:
@@ -598,8 +603,7 @@ def make_b(photo: Photo, rng: np.random.Generator, cfg: dict) -> Draft | None:
     if not stages:
         return None
     for attempt in range(1, vis["max_tries"] + 1):
-        stage = _pick(rng, cfg["stages"], stages)
-        op = _choose_ops(rng, stage_ops(stage, photo.bands), 1)[0]
+        stage, op = _one_op(photo, rng, cfg, stages)
         side = int(rng.choice([-1, 1]))
         base = _uniform_int(rng, b["base"])
         stronger = min(base + _uniform_int(rng, b["stronger"]), 100)

@@ -111,6 +111,24 @@ def model_folder(folder, *, overwrite: bool, what: str) -> Path:
     return folder
 
 
+def random_model(config, tokenizer, seed: int):
+    """A model of ``config`` with seeded random float32 weights (the global torch RNG is left as
+    it was), generation ending at ``<|im_end|>`` / ``<|endoftext|>``."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
+    finally:
+        torch.random.set_rng_state(state)
+    model.generation_config.eos_token_id = [tokenizer.convert_tokens_to_ids("<|im_end|>"),
+                                            tokenizer.convert_tokens_to_ids("<|endoftext|>")]
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
 def build_tiny(folder, *, architecture: str = "qwen2-vl", seed: int = 0, overwrite: bool = False) -> Path:
     """Build and save the tiny random model in ``folder``; returns the folder.
 
@@ -122,23 +140,13 @@ def build_tiny(folder, *, architecture: str = "qwen2-vl", seed: int = 0, overwri
     if architecture not in ARCHES:
         raise UsageError(f"unknown architecture {architecture!r}; choose {', '.join(ARCHES)}")
     folder = model_folder(folder, overwrite=overwrite, what="the tiny model")
-    import torch
-    from transformers import AutoModelForImageTextToText
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     tokenizer = build_tokenizer()
     config = tiny_config(architecture, tokenizer)
-    state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
-        model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
-    finally:
-        torch.random.set_rng_state(state)
-    model.generation_config.eos_token_id = [tokenizer.convert_tokens_to_ids("<|im_end|>"),
-                                            tokenizer.convert_tokens_to_ids("<|endoftext|>")]
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model = random_model(config, tokenizer, seed)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
