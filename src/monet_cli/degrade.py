@@ -35,6 +35,7 @@ import numpy as np
 
 from monet_cli import colorspaces as cs
 from monet_cli.measure import lstar, lstar_inverse
+from monet_cli.metrics import srgb_rendition
 
 RANGES: dict[str, dict[str, tuple[float, float]]] = {
     "under": {"Exposure": (-60.0, -40.0)},
@@ -49,7 +50,6 @@ RANGES: dict[str, dict[str, tuple[float, float]]] = {
 KINDS: tuple[str, ...] = tuple(RANGES)
 COMBINED: tuple[str, ...] = ("under+cool", "over+warm", "flat+washed")
 
-_W2S = cs.WORKING.matrix_to(cs.SRGB.linear())
 _S2W = cs.SRGB.linear().matrix_to(cs.WORKING)
 
 
@@ -90,8 +90,7 @@ def srgb8_to_working(u8: np.ndarray) -> np.ndarray:
 
 def working_to_srgb8(rgb: np.ndarray) -> np.ndarray:
     """Working-space linear → 8-bit sRGB codes (clipped to the gamut and range, rounded)."""
-    lin = np.clip(np.asarray(rgb, dtype=np.float64) @ _W2S.T, 0.0, 1.0)
-    return np.round(cs.SRGB_TRC.encode(lin) * 255.0).astype(np.uint8)
+    return np.round(srgb_rendition(rgb, bits=None) * 255.0).astype(np.uint8)
 
 
 def save_like_8bit(rgb: np.ndarray) -> np.ndarray:
