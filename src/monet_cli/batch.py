@@ -86,6 +86,17 @@ def single_photo(paths: list) -> Path | None:
     return None
 
 
+def resolve_inputs(paths: list, *, recursive: bool = False) -> tuple[list[Path], list, bool]:
+    """``(photos, missing, single)`` for a command's path arguments: one named file is a
+    single-photo run (its errors are reported as a plain command's); anything else a batch.
+    No photos at all is a :class:`UsageError`."""
+    one = single_photo(paths)
+    photos, missing = ([one], []) if one is not None else collect_photos(paths, recursive=recursive)
+    if not photos and not missing:
+        raise UsageError("no photos given")
+    return photos, missing, one is not None
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

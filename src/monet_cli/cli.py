@@ -125,7 +125,7 @@ def apply_cmd(
       monet apply shoot/ --recursive --out-dir renders/ --format jpg --json
     """
     from monet_cli.apply import apply_photo
-    from monet_cli.batch import collect_photos, print_summary, run_batch, single_photo
+    from monet_cli.batch import print_summary, resolve_inputs, run_batch
     from monet_cli.errors import UsageError
     from monet_cli.plan import load_plan
 
@@ -133,11 +133,7 @@ def apply_cmd(
     if plan_file is None and len(args) >= 2 and args[-1].lower().endswith(".json"):
         plan_file = Path(args.pop())
     plan = load_plan(plan_file) if plan_file is not None else None
-    one = single_photo(args)
-    photos, missing = ([one], []) if one is not None else collect_photos(args, recursive=recursive)
-    if not photos and not missing:
-        raise UsageError("no photos given")
-    single = one is not None
+    photos, missing, single = resolve_inputs(args, recursive=recursive)
     if output is not None and not single:
         raise UsageError("-o names one output file; for several photos use --out-dir")
     if fmt is not None and fmt.lower().lstrip(".") not in ("tif", "tiff", "jpg", "jpeg", "png"):

@@ -93,15 +93,11 @@ def plan_cmd(
       monet plan 'shoot/*.CR2' --instructions "warmer, brighter" --json > plans.jsonl
       monet plan photo.jpg --backend qwen --model monetgpt-7b --quant 4bit
     """
-    from monet_cli.batch import collect_photos, print_summary, run_batch, single_photo
-    from monet_cli.errors import UsageError
+    from monet_cli.batch import print_summary, resolve_inputs, run_batch
     from monet_cli.planners.base import get_planner
     from monet_cli.sidecars import plan_to_sidecar
 
-    one = single_photo(paths)
-    photos, missing = ([one], []) if one is not None else collect_photos(paths, recursive=recursive)
-    if not photos and not missing:
-        raise UsageError("no photos given")
+    photos, missing, single = resolve_inputs(paths, recursive=recursive)
     if backend is None:
         from monet_cli.models import default_backend
 
@@ -115,7 +111,6 @@ def plan_cmd(
     for warning in getattr(planner, "warnings", None) or []:
         console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(warning)}")
     con = console()
-    single = one is not None
 
     def job(photo: Path):
         out = plan_to_sidecar(photo, planner, style=style, instructions=instructions, seed=seed,
