@@ -1,7 +1,7 @@
 """monet-mini (monet_cli.mini): `monet models init mini` builds a Qwen2-VL of a few million
-parameters with its own tokenizer that loads through the qwen backend, and a few steps of full
-training (every weight, no adapter) on a hand-written puzzle record run on the CPU and save a
-model that plans. Skipped cleanly without torch/transformers."""
+parameters with its own tokenizer that loads through the qwen backend, and a few steps of
+`monet train --config mini` (every weight, no adapter) on a hand-written puzzle record run on
+the CPU and save a model that plans. Skipped cleanly without torch/transformers."""
 
 from __future__ import annotations
 
@@ -66,13 +66,13 @@ def test_untrained_mini_loads_and_plans_through_the_qwen_backend(mini, proxy):
     assert sp.status in ("failed", "no_change", "ok")  # random weights: any outcome, never a crash
 
 
-def test_full_training_smoke(mini, tmp_path, proxy):
+def _puzzle_record(folder, proxy):
     from PIL import Image
 
-    from monet_cli.mini import train_full
     from monet_cli.planners.protocol import analysis_prompt, load_prompts, values_prompt
 
-    Image.fromarray((np.clip(proxy, 0, 1) * 255).astype(np.uint8)).save(tmp_path / "p.png")
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((np.clip(proxy, 0, 1) * 255).astype(np.uint8)).save(folder / "p.png")
     pset = load_prompts("monetgpt")
     answer = 'These values carry out the plan above:\n```json\n{\n  "Exposure": 20\n}\n```'
     rec = {"messages": [{"role": "system", "content": pset.system},
@@ -82,18 +82,52 @@ def test_full_training_smoke(mini, tmp_path, proxy):
                         {"role": "user", "content": values_prompt("lighting", prompts=pset)},
                         {"role": "assistant", "content": answer}],
            "images": ["p.png"]}
-    (tmp_path / "train.jsonl").write_text(json.dumps(rec) + "\n")
-    before = {k: v.clone() for k, v in _weights(mini[0]).items()}
-    run = train_full(mini[0], [tmp_path], tmp_path / "run", minutes=5, max_steps=3, overrides={"grad_accum": 1})
-    assert run.steps == 3 and np.isfinite(run.loss_first) and np.isfinite(run.loss_last)
-    after = _weights(tmp_path / "run")
+    (folder / "train.jsonl").write_text(json.dumps(rec) + "\n")
+    return folder
+
+
+def test_monet_train_trains_every_weight_of_the_mini_preset(mini, tmp_path, proxy, monkeypatch):
+    import shutil
+
+    import yaml
+
+    data = _puzzle_record(tmp_path / "data", proxy)
+    home = tmp_path / "home"  # `model.name: mini` is the preset's folder under $MONET_HOME/models
+    shutil.copytree(mini[0], home / "models" / "mini-qwen2-vl")
+    monkeypatch.setenv("MONET_HOME", str(home))
+    run = tmp_path / "run"
+    r = CliRunner().invoke(app, ["train", str(data), "--config", "mini", "--out", str(run), "--set",
+                                 "train.max_steps=3", "--set", "train.grad_accum=1", "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout.splitlines()[-1])
+    assert (res["status"], res["step"], res["model_dir"]) == ("complete", 3, str(run))
+    resolved = yaml.safe_load((run / "config.yaml").read_text())["resolved"]
+    assert resolved["model"]["preset"] == "mini" and resolved["method"] == "full"
+    assert resolved["model"]["path"] == str(home / "models" / "mini-qwen2-vl")
+    m = res["metrics"]
+    assert np.isfinite(m["train_loss_first"]) and np.isfinite(m["train_loss_last"])
+    assert m["trainable_parameters"] == mini[1]["parameters"]  # every weight, no adapter
+    before, after = _weights(mini[0]), _weights(run)
     changed = [k for k in before if not torch.equal(before[k], after[k])]
-    assert any("visual" in k for k in changed) and any("layers" in k for k in changed)  # every weight trains
-    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 3
-    p = qwen.QwenPlanner(str(tmp_path / "run"), device="cpu", max_new_tokens=8)
-    assert p.resolved.preset.name == "mini"
+    assert any("visual" in k for k in changed) and any("layers" in k for k in changed)
+    assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    marker = json.loads((run / "monet.json").read_text())
+    assert marker["preset"] == "mini" and marker["trained"] is True
+    p = qwen.QwenPlanner(str(run), device="cpu", max_new_tokens=8)
+    assert p.resolved.preset.name == "mini" and p.temperature == 0.0  # the mini preset's settings
     p.plan_stage("lighting", proxy)
+
+
+def test_train_full_wrapper(mini, tmp_path, proxy):
+    from monet_cli.mini import train_full
+
+    data = _puzzle_record(tmp_path / "data", proxy)
+    seen = []
+    run = train_full(mini[0], [data], tmp_path / "run", minutes=5, max_steps=2,
+                     overrides={"train.grad_accum": 1}, on_step=lambda *a: seen.append(a))
+    assert run.steps == 2 and run.records_seen == 2 and run.records == 1 and np.isfinite(run.loss_last)
+    assert [s[0] for s in seen] == [1, 2] and all(np.isfinite(s[1]) and s[2] > 0 for s in seen)
+    assert json.loads((tmp_path / "run" / "monet.json").read_text())["train"]["steps"] == 2
 
 
 def _weights(folder):

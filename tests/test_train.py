@@ -2,10 +2,12 @@
 ShareGPT dataset written at test time: configs and presets, dataset reading and hashes, label
 masking, a few steps, memorisation, exact resume (Ctrl-C and train.stop_after), adapter
 reload with the same logits, merge, planning with the run, 4-bit (QLoRA) steps, and the CLI's
-errors. The config and data tests run without torch."""
+errors; full training (adapter.method: full: the run folder is the model, exact resume, merge
+refused) and the time budget (train.max_minutes). The config and data tests run without torch."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -56,7 +58,7 @@ def write_dataset(folder: Path, n: int = 4, *, sharegpt: bool = False, seed: int
 def test_presets_are_complete_and_load():
     keys = {s: set(v) for s, v in tc.TrainConfig().to_dict().items() if isinstance(v, dict)}
     names = tc.preset_names()
-    assert {"dora-paper", "lora", "qlora", "tiny-cpu"} <= set(names)
+    assert {"dora-paper", "lora", "qlora", "tiny-cpu", "mini"} <= set(names)
     for name in names:
         raw = yaml.safe_load((tc.presets_dir() / f"{name}.yaml").read_text())
         assert {s: set(v) for s, v in raw.items() if isinstance(v, dict)} == keys, name  # every key listed
@@ -68,6 +70,10 @@ def test_presets_are_complete_and_load():
     assert (paper.optim.lr, paper.optim.scheduler, paper.train.epochs, paper.train.grad_accum) == (1e-4, "cosine", 1, 4)
     assert paper.adapter.language_model and not paper.adapter.vision
     assert tc.load_config("qlora").model.quant == "4bit" and tc.load_config("lora").adapter.method == "lora"
+    mini = tc.load_config("mini")
+    assert (mini.model.name, mini.adapter.method, mini.model.device, mini.model.dtype) == ("mini", "full", "cpu",
+                                                                                             "float32")
+    assert (mini.train.max_minutes, mini.optim.warmup_steps, mini.optim.betas) == (25, 20, [0.9, 0.98])
 
 
 def test_build_config_overrides_and_yaml_round_trip(tmp_path):
@@ -94,10 +100,35 @@ def test_build_config_overrides_and_yaml_round_trip(tmp_path):
     (["train.batch_size=0"], "train.batch_size must be ≥ 1"),
     (["adapter.method=ia3"], "adapter.method must be one of dora, lora"),
     (["optim.lr"], "expected key=value"),
+    (["train.max_minutes=-1"], "train.max_minutes must be ≥ 0"),
+    (["optim.warmup_steps=-1"], "optim.warmup_steps must be ≥ 0"),
+    (["train.max_minutes=5", "optim.warmup_ratio=0.1"], "optim.warmup_ratio must be 0 with a time budget"),
 ])
 def test_bad_settings_are_usage_errors(sets, match):
     with pytest.raises(UsageError, match=match):
         tc.build_config(None, sets=sets)
+
+
+def test_full_training_settings():
+    cfg = tc.build_config("tiny-cpu", sets=["adapter.method=full", "adapter.rank=0"])  # rank: ignored by full
+    assert cfg.adapter.method == "full"
+    with pytest.raises(UsageError) as e:  # 4-bit weights cannot be trained: one clear line
+        tc.build_config("qlora", sets=["adapter.method=full"])
+    msg = str(e.value)
+    assert "\n" not in msg and "model.quant must be none with adapter.method=full" in msg and "4bit" in msg
+
+
+def test_lr_schedule_on_steps_and_on_time():
+    from monet_cli.train.recipe import lr_factor
+
+    kw = {"total": 100, "warmup": 10, "kind": "cosine", "min_ratio": 0.1}
+    assert lr_factor(0, **kw) == pytest.approx(1 / 11) and lr_factor(9, **kw) == pytest.approx(10 / 11)
+    assert lr_factor(10, **kw) == pytest.approx(1.0) and lr_factor(100, **kw) == pytest.approx(0.1)
+    # on a time budget the warm-up stays in steps; the decay follows the share of the time spent
+    assert lr_factor(5, **kw, fraction=0.9) == pytest.approx(6 / 11)
+    assert lr_factor(50, **kw, fraction=0.5) == pytest.approx(0.55) == lr_factor(90, **kw, fraction=0.5)
+    assert lr_factor(11, **kw, fraction=2.0) == pytest.approx(0.1)
+    assert lr_factor(20, total=100, warmup=0, kind="linear", min_ratio=0.0, fraction=0.25) == pytest.approx(0.75)
 
 
 def test_unknown_preset_and_bad_yaml(tmp_path):
@@ -423,3 +454,118 @@ def test_qlora_steps_on_a_4bit_base(tiny, dataset, tmp_path):
     assert r.status == "complete" and np.isfinite(r.metrics["train_loss_last"])
     q = r.model.get_base_model().model.language_model.layers[0].self_attn.q_proj
     assert type(q).__name__ == "Linear4bit" and type(q.base_layer).__name__ == "Linear4bit"
+
+
+# ----------------------------------------------------------------------------- full training, time budget
+
+
+def _model_tensors(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+@torch_needed
+def test_full_run_is_a_model_folder_resumes_exactly_and_plans(tiny, dataset, tmp_path, capsys):
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from monet_cli.models import resolve_model
+    from monet_cli.planners.qwen import make_processor
+    from monet_cli.train.recipe import train
+
+    full = ("--set", "adapter.method=full", "--set", "optim.lr=1e-3", "--set", "train.max_steps=4")
+    straight = train(config(tiny, dataset, tmp_path / "straight", *full[1::2]), quiet=True)
+    assert straight.status == "complete" and straight.adapter is None and straight.model_dir == tmp_path / "straight"
+
+    run = tmp_path / "run"
+    base = ["train", dataset, "--model", tiny, "--config", "tiny-cpu", "--out", run, *full]
+    code, out, err = run_cli(base + ["--set", "train.stop_after=2", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["status"] == "paused"
+    ck = run / "checkpoints" / "step-000002"
+    assert (ck / "model.safetensors").is_file() and (ck / "trainer.pt").is_file()
+    assert not (run / "model.safetensors").exists() and not (run / "adapter").exists()
+    code, out, err = run_cli(["train", "--resume", "--out", run, "--set", "train.stop_after=0", "--json"], capsys)
+    assert code == 0, err
+    res = json.loads(out)
+    assert (res["status"], res["step"], res["adapter"], res["model_dir"]) == ("complete", 4, None, str(run))
+    assert res["metrics"]["method"] == "full" and res["metrics"]["stopped_by"] == "steps"
+
+    # every weight trained (vision encoder and language model), exactly as an uninterrupted run
+    init, after, ref = _model_tensors(tiny), _model_tensors(run), _model_tensors(tmp_path / "straight")
+    assert after.keys() == init.keys() == ref.keys()
+    changed = [k for k in init if not torch.equal(init[k], after[k])]
+    assert any("visual" in k for k in changed) and any("layers" in k for k in changed)
+    for k in after:
+        torch.testing.assert_close(after[k], ref[k], atol=1e-6, rtol=1e-6)
+    assert res["metrics"]["train_loss_last"] == pytest.approx(straight.metrics["train_loss_last"], abs=1e-6)
+
+    # RUN is a complete model folder: the tiny preset's settings, the same logits as the trained model
+    resolved = resolve_model(str(run))
+    assert resolved.preset.name == "tiny" and resolved.path == run
+    assert json.loads((run / "monet.json").read_text())["trained"] is True
+    card = (run / "README.md").read_text()
+    assert "library_name: transformers" in card and f"--model {run}" in card and "merge" not in card
+    records, _ = td.read_dataset(dataset)
+    enc = td.Encoder(make_processor(run), min_pixels=3136, max_pixels=12544)
+    batch = td.collate([enc.encode(records[0])], pad_id=enc.pad_id)
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw",
+                                    "mm_token_type_ids")}
+    with torch.no_grad():
+        torch.testing.assert_close(AutoModelForImageTextToText.from_pretrained(run)(**inputs).logits,
+                                   straight.model.eval()(**inputs).logits, atol=1e-5, rtol=1e-5)
+
+    from PIL import Image
+
+    from monet_cli.plan import load_plan
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(photo)
+    code, out, err = run_cli(["plan", photo, "--backend", "qwen", "--model", run, "--json"], capsys)
+    assert code in (0, 1), err  # noise answers fail stages (exit 1), still a sidecar
+    assert load_plan(json.loads(out.splitlines()[-1])["sidecar"]).planner.model == str(run)
+
+    # nothing to merge, no adapter to plan with: one clear line each, exit 2
+    code, _, err = run_cli(["train", "merge", run, "--out", tmp_path / "merged"], capsys)
+    assert code == 2 and "full training run" in err and "--model" in err and not (tmp_path / "merged").exists()
+    code, _, err = run_cli(["plan", photo, "--backend", "qwen", "--adapter", run, "--force"], capsys)
+    assert code == 2 and f"plan with --model {run}" in err
+    code, out, err = run_cli(["train", "--resume", "--out", run, "--json"], capsys)
+    assert code == 0 and json.loads(out)["status"] == "already-complete", err
+    # --force starts over, the model files included; --out may not be the model being trained
+    code, out, err = run_cli(base[:-2] + ["--set", "train.max_steps=1", "--force", "--json"], capsys)
+    assert code == 0 and json.loads(out)["step"] == 1, err
+    code, _, err = run_cli(["train", dataset, "--model", run, "--config", "tiny-cpu", "--out", run, "--force",
+                            "--set", "adapter.method=full"], capsys)
+    assert code == 2 and "--out is the model folder being trained" in err and (run / "model.safetensors").is_file()
+
+
+@torch_needed
+def test_full_training_memorises(tiny, tmp_path):
+    from monet_cli.train.recipe import train
+
+    small = write_dataset(tmp_path / "small", 3, seed=3)
+    r = train(config(tiny, small, tmp_path / "run", "adapter.method=full", "data.eval_fraction=0", "train.epochs=10"),
+              quiet=True)
+    assert r.metrics["train_loss_last"] <= 0.5 * r.metrics["train_loss_first"], r.metrics
+
+
+@torch_needed
+def test_time_budget_stops_early_and_schedules_on_time(tiny, dataset, tmp_path):
+    from monet_cli.train.recipe import lr_factor, train
+
+    run = tmp_path / "run"
+    r = train(config(tiny, dataset, run, "adapter.method=full", "train.epochs=1000", "train.max_minutes=0.005",
+                     "optim.warmup_steps=1", "optim.lr=1e-3"), quiet=True)
+    m = r.metrics
+    assert r.status == "complete" and m["stopped_by"] == "max_minutes" and 1 <= r.step < r.total_steps
+    assert m["seconds"] >= 0.3 and m["eval_loss_after"] is not None and (run / "model.safetensors").is_file()
+    log = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"lr"' in x]
+    assert log[0]["lr"] == pytest.approx(5e-4)  # warm-up: step 1 of 1
+    for prev, cur in itertools.pairwise(log):  # then a cosine over the share of the budget spent, not over the steps
+        share = prev["seconds"] / (0.005 * 60)  # when the previous step ended (logged to 0.01 s)
+        want = 1e-3 * lr_factor(prev["step"], total=r.total_steps, warmup=1, kind="cosine", min_ratio=0.1,
+                                fraction=share)
+        assert cur["lr"] == pytest.approx(want, abs=1e-4)
+    assert "time budget 0.005 min" in (run / "README.md").read_text()

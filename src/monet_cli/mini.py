@@ -11,12 +11,11 @@ The architecture and training settings are data: the ``mini:`` section of ``mode
   own text — the planner prompt sets, the puzzle prompts and reasoning phrases, op names and
   meanings, numbers −100…+100 and answers in the planner's format — so a prompt costs about one
   token per word and the embedding table stays small.
-* :func:`train_full` trains every weight (no adapter) on ``monet puzzles generate`` datasets
-  within a wall-clock budget. It reuses ``monet train``'s data path (:mod:`monet_cli.train.data`:
-  the same ChatML encoding, labels only on assistant turns, Qwen's image resize) and differs only
-  in what it optimises: ``monet train`` trains peft adapters on a pretrained base, which a random
-  model does not have. The learning rate follows a cosine over the *time* budget (warm-up by
-  steps), so a run always ends with the schedule ended.
+* Training is ``monet train`` with the ``mini`` training preset (``models/train/mini.yaml``):
+  ``adapter.method: full`` (every weight, no adapter: a random model has no base worth
+  adapting) within a wall-clock budget (``train.max_minutes``), the learning rate following a
+  cosine over the *time* budget (warm-up by steps). :func:`train_full` is a thin wrapper over it
+  for the old Python API.
 
 Nothing here imports torch at module level.
 """
@@ -24,8 +23,6 @@ Nothing here imports torch at module level.
 from __future__ import annotations
 
 import json
-import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +32,7 @@ PRESET = "mini"
 
 
 def settings() -> dict:
-    """The ``mini:`` section of ``models/mini.yaml`` (architecture, tokenizer, training)."""
+    """The ``mini:`` section of ``models/mini.yaml`` (architecture, tokenizer)."""
     import yaml
 
     from monet_cli.resources import data_dir
@@ -157,7 +154,8 @@ def build_mini(folder, *, seed: int = 0, overwrite: bool = False) -> Path:
     _save_side_files(folder, tokenizer, {"seed": seed, "parameters": n, "trained": False})
     (folder / "README.md").write_text(
         f"# monet-mini (untrained)\n\nBuilt by `monet models init mini` (seed {seed}): a Qwen2-VL with {n:,} "
-        f"parameters and random weights. Train it with benchmarks/mini.py (monet_cli.mini.train_full).\n",
+        f"parameters and random weights. Train it with `monet train PUZZLES --config mini --model {folder} "
+        f"--out RUN`.\n",
         encoding="utf-8")
     return folder
 
@@ -184,115 +182,37 @@ class FullRun:
         return d
 
 
-def _lr_factor(step: int, elapsed: float, budget: float, warmup: int, min_ratio: float) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    frac = min(1.0, elapsed / budget)
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * frac))
-
-
 def train_full(model_dir, datasets, out, *, minutes: float, seed: int = 0, max_steps: int = 0, threads: int | None = None,
                overrides: dict | None = None, on_step=None) -> FullRun:
-    """Train every weight of the model in ``model_dir`` on ``datasets`` (JSONL files or folders,
-    :mod:`monet_cli.train.data` format) for ``minutes`` of wall time (or ``max_steps`` optimizer
-    steps, whichever ends first); save the trained checkpoint to ``out`` (a model folder that
-    ``--model`` takes) with ``metrics.jsonl``. ``on_step(step, loss, elapsed)`` reports progress.
+    """A thin wrapper over ``monet train`` (:func:`monet_cli.train.recipe.train`) with the
+    ``mini`` training preset (``models/train/mini.yaml``: every weight, no adapter), kept for
+    callers of the old API; new code runs::
 
-    Records are drawn in a seeded random order, epoch after epoch; AdamW with the ``mini.train``
-    settings, loss = mean cross-entropy over the assistant tokens of a step's records.
+        monet train DATASET… --config mini --model MODEL_DIR --out OUT --set train.max_minutes=M
+
+    Trains the model in ``model_dir`` on ``datasets`` for ``minutes`` of training time (or
+    ``max_steps`` optimizer steps, whichever ends first) into ``out`` (replaced if it exists),
+    which becomes a model folder that ``--model`` takes; its ``monet.json`` gets the summary
+    under ``"train"``. ``overrides`` are more config settings (``{"train.grad_accum": 1}``);
+    ``on_step(step, loss, elapsed)`` reports progress.
     """
-    import random
+    from monet_cli.train.config import build_config, read_run_config
+    from monet_cli.train.recipe import train
 
-    import torch
-    from transformers import AutoModelForImageTextToText
-    from transformers.utils import logging as hf_logging
-
-    from monet_cli.errors import UsageError
-    from monet_cli.planners.qwen import make_processor
-    from monet_cli.train.data import Encoder, collate, read_datasets
-
-    hf_logging.set_verbosity_error()
-    hp = {**settings()["train"], **(overrides or {})}
     if threads:
-        torch.set_num_threads(int(threads))
-    model_dir, out = Path(model_dir), Path(out)
-    records, _ = read_datasets([str(d) for d in datasets])
-    if not records:
-        raise UsageError("no training records")
-    marker = json.loads((model_dir / MARKER).read_text(encoding="utf-8")) if (model_dir / MARKER).is_file() else {}
-    from monet_cli.models import get_preset
+        import torch
 
-    preset = get_preset(PRESET)
-    processor = make_processor(model_dir)
-    enc = Encoder(processor, min_pixels=preset.min_pixels, max_pixels=preset.max_pixels)
-    keep = [r for r in records if enc.measure(r)[0] <= int(hp["max_length"])]
-    torch.manual_seed(seed)
-    model = AutoModelForImageTextToText.from_pretrained(str(model_dir), dtype=torch.float32, local_files_only=True)
-    model.config.use_cache = False
-    model.train()
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": float(hp["weight_decay"])},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=float(hp["lr"]), betas=(0.9, 0.98))
-    rng = random.Random(seed)
-    out.mkdir(parents=True, exist_ok=True)
-    log = (out / "metrics.jsonl").open("w", encoding="utf-8")
-    budget = max(1.0, float(minutes) * 60.0)
-    accum = int(hp["grad_accum"])
-    order: list[int] = []
-    seen, step, first, last, ema = 0, 0, None, None, None
-    t0 = time.perf_counter()
-    while True:
-        elapsed = time.perf_counter() - t0
-        if elapsed >= budget or (max_steps and step >= max_steps):
-            break
-        for g in opt.param_groups:
-            g["lr"] = float(hp["lr"]) * _lr_factor(step, elapsed, budget, int(hp["warmup_steps"]),
-                                                    float(hp["min_lr_ratio"]))
-        items = []
-        for _ in range(accum):
-            if not order:
-                order = list(range(len(keep)))
-                rng.shuffle(order)
-            items.append(enc.encode(keep[order.pop()]))
-        n_label = sum(x["n_label"] for x in items)
-        total = 0.0
-        for x in items:  # one record per forward: no padding, images of any size
-            b = collate([x], enc.pad_id)
-            kwargs = {k: b[k] for k in ("input_ids", "attention_mask", "mm_token_type_ids", "pixel_values",
-                                        "image_grid_thw") if k in b}
-            logits = model(**kwargs).logits[0, :-1].float()
-            labels = b["labels"][0, 1:]
-            loss = torch.nn.functional.cross_entropy(logits, labels, ignore_index=-100, reduction="sum") / max(n_label, 1)
-            loss.backward()
-            total += float(loss.detach())
-        if hp.get("max_grad_norm"):
-            torch.nn.utils.clip_grad_norm_(model.parameters(), float(hp["max_grad_norm"]))
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        step += 1
-        seen += len(items)
-        first = total if first is None else first
-        ema = total if ema is None else 0.95 * ema + 0.05 * total
-        last = ema
-        elapsed = time.perf_counter() - t0
-        log.write(json.dumps({"step": step, "loss": round(total, 5), "lr": opt.param_groups[0]["lr"],
-                              "records": seen, "seconds": round(elapsed, 1)}) + "\n")
-        log.flush()
-        if on_step:
-            on_step(step, total, elapsed)
-    log.close()
-    seconds = time.perf_counter() - t0
-    model.config.use_cache = True
-    model.eval()
-    model.save_pretrained(out)
-    run = FullRun(out=out, steps=step, records_seen=seen, epochs=seen / max(len(keep), 1), seconds=round(seconds, 1),
-                  loss_first=round(first or 0.0, 4), loss_last=round(last or 0.0, 4), records=len(keep))
-    _save_side_files(out, processor.tokenizer, {"seed": marker.get("seed", 0), "trained": True,
-                                                "base": str(model_dir), "train": run.to_dict(), "settings": hp,
-                                                "datasets": [str(d) for d in datasets]})
-    (out / "README.md").write_text(
-        f"# monet-mini, trained from scratch\n\nFull training of {model_dir} on {', '.join(map(str, datasets))}: "
-        f"{step} steps, {seen} records ({run.epochs:.2f} epochs of {len(keep)}), {seconds / 60:.1f} min, "
-        f"loss {run.loss_first} → {run.loss_last} (smoothed).\n", encoding="utf-8")
+        torch.set_num_threads(int(threads))
+    sets = [f"train.max_minutes={float(minutes)}", f"train.max_steps={int(max_steps)}", f"train.seed={int(seed)}",
+            *(f"{k}={json.dumps(v)}" for k, v in (overrides or {}).items())]
+    cfg = build_config(PRESET, datasets=[str(d) for d in datasets], model=str(model_dir), out=str(out), sets=sets)
+    report = (lambda st: on_step(st.step, st.last_loss, st.seconds)) if on_step else None
+    result = train(cfg, force=True, quiet=True, on_step=report)
+    m, out = result.metrics, Path(out)
+    n = read_run_config(out)[1]["records"]["train"]
+    run = FullRun(out=out, steps=m["steps"], records_seen=m["records"], epochs=round(m["records"] / max(n, 1), 3),
+                  seconds=round(m["seconds"], 1), loss_first=round(m["train_loss_first"] or 0.0, 4),
+                  loss_last=round(m["train_loss_last"] or 0.0, 4), records=n)
+    marker = json.loads((out / MARKER).read_text(encoding="utf-8"))
+    (out / MARKER).write_text(json.dumps({**marker, "train": run.to_dict()}) + "\n", encoding="utf-8")
     return run

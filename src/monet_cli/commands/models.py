@@ -107,12 +107,14 @@ def models_init_cmd(
     """Build a model that monet trains from scratch, offline: its config, random weights and its own tokenizer.
 
     `mini` is a ~5 M-parameter Qwen2-VL with a BPE tokenizer trained on monet's prompts; train it
-    on puzzles with benchmarks/mini.py. Needs the model extra (torch, transformers, tokenizers).
+    on puzzles with `monet train PUZZLES --config mini --out RUN` (every weight, on the CPU). Needs
+    the model extra (torch, transformers, tokenizers).
 
     [b]Examples[/b]
 
       monet models init mini runs/mini-init
       monet plan photo.jpg --backend qwen --model runs/mini-init     # untrained: noise
+      monet models init mini && monet train puzzles/ --config mini --out runs/mini
     """
     import time
 

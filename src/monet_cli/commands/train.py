@@ -29,7 +29,8 @@ class _RunByDefault(TyperGroup):
 
 train_app = sub_app(
     "train",
-    "Fine-tune a Qwen-VL planner on puzzle datasets (peft DoRA / LoRA / QLoRA) and merge the result. "
+    "Fine-tune a Qwen-VL planner on puzzle datasets (peft DoRA / LoRA / QLoRA, or every weight) and merge the "
+    "result. "
     "`monet train DATASET… --out RUN_DIR` is short for `monet train run DATASET… --out RUN_DIR`.",
     cls=_RunByDefault,
 )
@@ -42,10 +43,12 @@ def train_run_cmd(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Base model: a preset (`monet models list`), "
                                                                     "a local folder or a downloaded hub id. "
                                                                     "Default: the config's model.name."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="The run folder: adapter/, config.yaml, "
-                                                                 "README.md (model card), metrics, checkpoints/."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="The run folder: adapter/ (a full run: the model "
+                                                                 "itself), config.yaml, README.md (model card), "
+                                                                 "metrics, checkpoints/."),
     config: Optional[str] = typer.Option(None, "--config", "-c", help="A preset (dora-paper (default), lora, qlora, "
-                                                                      "tiny-cpu; models/train/) or a YAML file."),
+                                                                      "tiny-cpu, mini; models/train/) or a YAML "
+                                                                      "file."),
     set_: List[str] = typer.Option([], "--set", help="Override one setting, repeatable: section.key=value "
                                                       "(e.g. optim.lr=2e-4, train.max_steps=100)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the data and print the complete resolved config "
@@ -57,9 +60,9 @@ def train_run_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the result (or with --dry-run the config) as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; errors and the result only."),
 ):
-    """Train a peft adapter (DoRA by default: the MonetGPT paper's settings) on puzzle datasets; loss only on the assistant turns.
+    """Train a peft adapter (DoRA by default: the MonetGPT paper's settings), or every weight, on puzzle datasets; loss only on the assistant turns.
 
-    The run folder gets the adapter (`RUN_DIR/adapter`), the complete resolved config with the dataset hashes (`config.yaml`), a model card (`README.md`), the loss log (`metrics.jsonl`) and checkpoints. bf16 on a CUDA GPU, fp32 on the CPU; QLoRA (`--config qlora`) loads the base in 4-bit. Ctrl-C saves a checkpoint and exits 130; `--resume` continues exactly. Several GPUs: launch with torchrun or accelerate (see the README). Exit 0 when done (or paused by train.stop_after), 1 on bad data or model, 2 for usage errors, 130 when interrupted.
+    The run folder gets the adapter (`RUN_DIR/adapter`), the complete resolved config with the dataset hashes (`config.yaml`), a model card (`README.md`), the loss log (`metrics.jsonl`) and checkpoints. bf16 on a CUDA GPU, fp32 on the CPU; QLoRA (`--config qlora`) loads the base in 4-bit. `adapter.method: full` (`--config mini`: the mini preset from scratch on a CPU) trains every weight and makes RUN_DIR itself a model folder for `--model RUN_DIR`; `train.max_minutes` sets a time budget. Ctrl-C saves a checkpoint and exits 130; `--resume` continues exactly. Several GPUs: launch with torchrun or accelerate (see the README). Exit 0 when done (or paused by train.stop_after), 1 on bad data or model, 2 for usage errors, 130 when interrupted.
 
     [b]Examples[/b]
 
@@ -68,6 +71,8 @@ def train_run_cmd(
       monet train a.jsonl b.jsonl --config qlora --out runs/q --set train.max_steps=500
       monet train --resume --out runs/dora
       monet plan photo.jpg --backend qwen --adapter runs/dora
+      monet models init mini && monet train puzzles/ --config mini --out runs/mini   # 25 min, CPU
+      monet plan photo.jpg --backend qwen --model runs/mini
     """
     from monet_cli.errors import UsageError
     from monet_cli.train.config import build_config, config_path, to_yaml
@@ -104,13 +109,14 @@ def train_run_cmd(
     if as_json:
         print_json({"run_dir": str(result.run_dir), "status": result.status, "step": result.step,
                     "total_steps": result.total_steps, "adapter": str(result.adapter) if result.adapter else None,
-                    "metrics": result.metrics})
+                    "model_dir": str(result.model_dir) if result.model_dir else None, "metrics": result.metrics})
     elif result.status == "complete" and not quiet:
         m = result.metrics
         before, after = m.get("eval_loss_before"), m.get("eval_loss_after")
         evals = f", eval loss {before:.4f} → {after:.4f}" if before is not None and after is not None else ""
+        use = "--model" if result.model_dir else "--adapter"
         console().print(f"train loss {m['train_loss_first']:.4f} → {m['train_loss_last']:.4f}{evals}; "
-                        f"plan with: monet plan PHOTO --backend qwen --adapter {escape(str(result.run_dir))}")
+                        f"plan with: monet plan PHOTO --backend qwen {use} {escape(str(result.run_dir))}")
 
 
 @train_app.command("merge")
@@ -125,7 +131,7 @@ def train_merge_cmd(
 ):
     """Merge a run's adapter into its base model: one full checkpoint for vLLM, transformers or `monet plan --model DIR`.
 
-    QLoRA adapters are merged into the base in full precision.
+    QLoRA adapters are merged into the base in full precision. A full run (adapter.method: full) has nothing to merge: its folder already is the model (exit 2 says so).
 
     [b]Examples[/b]
 

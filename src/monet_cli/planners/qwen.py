@@ -255,10 +255,14 @@ class QwenPlanner:
     def __init__(self, model: str | None = None, *, adapter=None, quant: str | None = None,
                  device: str | None = None, dtype: str | None = None, temperature: float | None = None,
                  max_new_tokens: int | None = None, seed: int | None = 0, prompts: str | None = None):
-        if model is None and adapter is not None:  # a `monet train` run: plan with the model it trained
-            from monet_cli.train.config import run_base_model
+        if adapter is not None:
+            from monet_cli.train.config import is_full_run, run_base_model
 
-            model = run_base_model(adapter)
+            if is_full_run(adapter):  # adapter.method: full: the run folder is the model
+                raise UsageError(f"{adapter} is a full training run (every weight trained, no adapter): "
+                                 f"plan with --model {adapter} instead of --adapter")
+            if model is None:  # a `monet train` run: plan with the model it trained
+                model = run_base_model(adapter)
         self.resolved: ResolvedModel = resolve_model(model)
         self.model = self.resolved.name
         if adapter is not None and not Path(adapter).expanduser().is_dir():

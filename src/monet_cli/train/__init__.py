@@ -8,8 +8,10 @@ Components, one job each, and one recipe that uses them (torchtune's split):
   their hashes, the held-out split, and their encoding into token ids and labels (loss on
   the assistant turns only).
 * :mod:`~monet_cli.train.recipe` — the training loop: peft DoRA / LoRA (QLoRA on a 4-bit
-  base), gradient accumulation and checkpointing, checkpoints, exact resume, eval loss.
-* :mod:`~monet_cli.train.merge` — adapter + base → merged full weights (for vLLM).
+  base) or every weight (``full``), gradient accumulation and checkpointing, checkpoints,
+  exact resume, eval loss, an optional time budget.
+* :mod:`~monet_cli.train.merge` — adapter + base → merged full weights (for vLLM); a full run
+  already is a model folder.
 * :mod:`~monet_cli.train.card` — the run's model card (README.md).
 
 Importing this package, ``config`` or ``data`` does not import torch; the recipe, the encoder

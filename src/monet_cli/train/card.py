@@ -1,8 +1,9 @@
 """The model card of a training run: ``RUN_DIR/README.md``.
 
-Hugging Face's card layout (YAML front matter: ``base_model``, ``library_name: peft``, tags),
-then what a reader needs to trust and reuse the adapter: the base model, the data with its
-hashes, the settings, the metrics, and the commands that use it. Pure text; no torch.
+Hugging Face's card layout (YAML front matter: ``base_model``, ``library_name: peft`` — or
+``transformers`` for a full run, whose folder is the model —, tags), then what a reader needs
+to trust and reuse the adapter or model: the base model, the data with its hashes, the
+settings, the metrics, and the commands that use it. Pure text; no torch.
 """
 
 from __future__ import annotations
@@ -27,25 +28,36 @@ def card_text(cfg: TrainConfig, resolved: dict, metrics: dict, run_dir: Path) ->
     base = model.get("hub_id") or model.get("spec") or m.name
     where = ["language model"] if a.language_model else []
     where += ["vision encoder"] if a.vision else []
-    method = {"dora": "DoRA", "lora": "LoRA"}[a.method] + (" on a 4-bit NF4 base (QLoRA)" if m.quant == "4bit" else "")
+    full = a.method == "full"
+    method = {"dora": "DoRA", "lora": "LoRA", "full": "Full training (every weight)"}[a.method] + \
+        (" on a 4-bit NF4 base (QLoRA)" if m.quant == "4bit" else "")
     rec, steps = resolved.get("records", {}), resolved.get("steps", {})
+    arch = model.get("architecture", "?")
+    if full:
+        intro = (f"**{base}** ({arch}) with every weight trained by `monet train` (no adapter) to plan "
+                 "procedural photo edits (MonetGPT's puzzles and staged plans). This folder is the model.")
+        use = [f"monet plan photo.jpg --backend qwen --model {run_dir}",
+               f"vllm serve {run_dir} --served-model-name monet     # a plain transformers checkpoint"]
+    else:
+        intro = (f"A {method} adapter for **{base}** ({arch}), trained by `monet train` to "
+                 "plan procedural photo edits (MonetGPT's puzzles and staged plans).")
+        use = [f"monet plan photo.jpg --backend qwen --model {model.get('spec', m.name)} --adapter {run_dir}",
+               f"monet train merge {run_dir} --out {run_dir}-merged     # full weights, e.g. for vLLM"]
     lines = [
         "---",
         f"base_model: {base}",
-        "library_name: peft",
+        f"library_name: {'transformers' if full else 'peft'}",
         "tags: [monet, monetgpt, photo-retouching, qwen-vl, " + a.method + "]",
         "---",
         "",
-        f"# monet planner adapter: {run_dir.name}",
+        f"# monet planner {'model' if full else 'adapter'}: {run_dir.name}",
         "",
-        f"A {method} adapter for **{base}** ({model.get('architecture', '?')}), trained by `monet train` to "
-        "plan procedural photo edits (MonetGPT's puzzles and staged plans).",
+        intro,
         "",
         "## Use",
         "",
         "```sh",
-        f"monet plan photo.jpg --backend qwen --model {model.get('spec', m.name)} --adapter {run_dir}",
-        f"monet train merge {run_dir} --out {run_dir}-merged     # full weights, e.g. for vLLM",
+        *use,
         "```",
         "",
         "## Data",
@@ -66,13 +78,17 @@ def card_text(cfg: TrainConfig, resolved: dict, metrics: dict, run_dir: Path) ->
         "| setting | value |",
         "|---|---|",
         f"| method | {method} |",
-        f"| rank / alpha / dropout | {a.rank} / {a.alpha:g} / {a.dropout:g} |",
-        f"| adapted | every Linear of the {' and '.join(where) or '–'} |",
-        f"| fully trained | {', '.join(a.modules_to_save) or '–'} |",
-        f"| learning rate | {o.lr:g}, {o.scheduler}, warm-up {o.warmup_ratio:g} of the steps |",
-        f"| optimizer | AdamW, betas {o.betas}, weight decay {o.weight_decay:g}, clip {o.max_grad_norm:g} |",
+        *([] if full else [
+            f"| rank / alpha / dropout | {a.rank} / {a.alpha:g} / {a.dropout:g} |",
+            f"| adapted | every Linear of the {' and '.join(where) or '–'} |",
+            f"| fully trained | {', '.join(a.modules_to_save) or '–'} |"]),
+        (f"| learning rate | {o.lr:g}, {o.scheduler} over the {'time budget' if t.max_minutes else 'steps'}, "
+         f"warm-up {f'{o.warmup_steps} steps' if o.warmup_steps else f'{o.warmup_ratio:g} of the steps'} |"),
+        (f"| optimizer | AdamW, betas {o.betas}, weight decay {o.weight_decay:g}"
+         f"{' (≥ 2-D non-embedding weights)' if full else ''}, clip {o.max_grad_norm:g} |"),
         f"| batch | {t.batch_size} × {t.grad_accum} accumulation × {resolved.get('world_size', 1)} process(es) |",
-        f"| steps | {metrics.get('steps')} ({steps.get('per_epoch', '?')} per epoch, {t.epochs} epoch(s)) |",
+        (f"| steps | {metrics.get('steps')} ({steps.get('per_epoch', '?')} per epoch, {t.epochs} epoch(s)"
+         f"{f', time budget {t.max_minutes:g} min' if t.max_minutes else ''}) |"),
         f"| precision | {resolved.get('dtype', m.dtype)} on {resolved.get('device', m.device)} |",
         f"| seed | {t.seed} |",
         "",

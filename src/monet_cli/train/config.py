@@ -4,11 +4,26 @@ A config is built in this order, each step overriding the one before:
 
 1. the dataclass defaults below (the same values as ``models/train/dora-paper.yaml``);
 2. ``--config``: a preset name (``models/train/<name>.yaml``: ``dora-paper``, ``lora``,
-   ``qlora``, ``tiny-cpu``) or a YAML file; only the keys it names change;
+   ``qlora``, ``tiny-cpu``, ``mini``) or a YAML file; only the keys it names change;
 3. the command line: ``DATASET…`` → ``data.datasets``, ``--model`` → ``model.name``,
    ``--out`` → ``out``;
 4. ``--set section.key=value`` (the value is read as YAML: ``--set optim.lr=2e-4``,
    ``--set adapter.modules_to_save=[embed_tokens,lm_head]``).
+
+``adapter.method`` is ``dora`` or ``lora`` (a peft adapter on a frozen base) or ``full``: every
+weight of the model is trained, no peft (meant for small models such as the ``mini`` preset,
+which is trained from scratch). For ``full`` the adapter's other keys (rank, alpha, dropout,
+language_model, vision, modules_to_save) are ignored, and ``model.quant: 4bit`` is an error
+(4-bit weights cannot be trained). AdamW then decays only the ≥ 2-D non-embedding weights.
+
+**Time budget.** ``train.max_minutes`` > 0 stops training once that much training time (wall
+clock, summed over ``--resume`` sessions; model loading excluded) has passed, or at the step
+limit (epochs, max_steps), whichever comes first; the learning-rate schedule after the warm-up
+then runs on the elapsed share of the budget instead of the share of steps, so a run always
+ends with its schedule ended. The warm-up is counted in steps: ``optim.warmup_steps`` (> 0:
+that many steps, in place of ``optim.warmup_ratio``; with a time budget ``warmup_ratio`` must
+be 0, as the number of steps is not known in advance). Such a run resumes, but not bit for bit
+(its learning rate depends on the clock).
 
 Unknown keys and wrong types are errors that name the key and where it came from. The saved
 ``RUN_DIR/config.yaml`` is this config plus a ``resolved`` section (model folder, dataset
@@ -27,7 +42,7 @@ from pathlib import Path
 from monet_cli.errors import MonetError, UsageError
 
 DEFAULT_PRESET = "dora-paper"
-METHODS = ("dora", "lora")
+METHODS = ("dora", "lora", "full")  # full: every weight, no peft
 QUANTS = ("none", "4bit")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 SCHEDULERS = ("cosine", "linear", "constant")
@@ -63,7 +78,7 @@ class ModelSettings:
 
 @dataclass
 class AdapterSettings:
-    method: str = "dora"  # dora | lora
+    method: str = "dora"  # dora | lora | full (every weight trained, no peft; the keys below are then ignored)
     rank: int = 256
     alpha: float = 512.0
     dropout: float = 0.2
@@ -89,6 +104,7 @@ class OptimSettings:
     lr: float = 1.0e-4
     scheduler: str = "cosine"  # cosine | linear | constant, after the warm-up
     warmup_ratio: float = 0.0  # share of all steps spent warming up linearly from 0
+    warmup_steps: int = 0  # > 0: warm up over this many steps instead (what a train.max_minutes run uses)
     min_lr_ratio: float = 0.0  # the schedule ends at lr * min_lr_ratio
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -108,6 +124,7 @@ class LoopSettings:
     save_every: int = 200  # steps between checkpoints (0: only at the end and on Ctrl-C)
     keep_checkpoints: int = 2  # newest checkpoints kept (0: all)
     stop_after: int = 0  # > 0: save and stop after this step (a later --resume goes on); the schedule is unchanged
+    max_minutes: float = 0.0  # > 0: stop after this much training time; the lr schedule runs on time (docstring)
 
 
 @dataclass
@@ -318,11 +335,15 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     need(m.device == "auto" or m.device == "cpu" or m.device.startswith("cuda"), "model.device",
          "must be auto, cpu, cuda or cuda:N")
     need(a.method in METHODS, "adapter.method", f"must be one of {', '.join(METHODS)}")
-    need(a.rank >= 1, "adapter.rank", "must be ≥ 1")
-    need(a.alpha > 0, "adapter.alpha", "must be > 0")
-    need(0 <= a.dropout < 1, "adapter.dropout", "must be in [0, 1)")
-    need(a.language_model or a.vision, "adapter.language_model",
-         "and adapter.vision are both false: the adapter needs Linear layers to adapt")
+    if a.method == "full":  # every weight trains: the adapter's shape settings do not apply
+        need(m.quant == "none", "model.quant",
+             "must be none with adapter.method=full (4-bit weights cannot be trained; QLoRA needs an adapter)")
+    else:
+        need(a.rank >= 1, "adapter.rank", "must be ≥ 1")
+        need(a.alpha > 0, "adapter.alpha", "must be > 0")
+        need(0 <= a.dropout < 1, "adapter.dropout", "must be in [0, 1)")
+        need(a.language_model or a.vision, "adapter.language_model",
+             "and adapter.vision are both false: the adapter needs Linear layers to adapt")
     need(0 <= d.eval_fraction < 1, "data.eval_fraction", "must be in [0, 1)")
     need(d.eval_max >= 0, "data.eval_max", "must be ≥ 0")
     need(d.max_length >= 16, "data.max_length", "must be ≥ 16")
@@ -333,6 +354,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     need(o.lr > 0, "optim.lr", "must be > 0")
     need(o.scheduler in SCHEDULERS, "optim.scheduler", f"must be one of {', '.join(SCHEDULERS)}")
     need(0 <= o.warmup_ratio < 1, "optim.warmup_ratio", "must be in [0, 1)")
+    need(o.warmup_steps >= 0, "optim.warmup_steps", "must be ≥ 0")
+    need(t.max_minutes >= 0, "train.max_minutes", "must be ≥ 0 (0: no time budget)")
+    need(not (t.max_minutes > 0 and o.warmup_ratio > 0 and o.warmup_steps == 0), "optim.warmup_ratio",
+         "must be 0 with a time budget (train.max_minutes): the number of steps is not known in advance; "
+         "give optim.warmup_steps instead")
     need(0 <= o.min_lr_ratio <= 1, "optim.min_lr_ratio", "must be in [0, 1]")
     need(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas", "must be two numbers in [0, 1)")
     need(o.max_grad_norm >= 0, "optim.max_grad_norm", "must be ≥ 0")
@@ -392,9 +418,23 @@ def adapter_dir(path) -> Path | None:
     return None
 
 
+def is_full_run(path) -> bool:
+    """True when ``path`` is a ``monet train`` run folder with ``adapter.method: full``: no
+    adapter; once finished, the folder is itself a complete model (``--model RUN``). Imports
+    nothing heavy."""
+    p = Path(path).expanduser()
+    if not (p / CONFIG_FILE).is_file():
+        return False
+    try:
+        return read_run_config(p)[0].adapter.method == "full"
+    except MonetError:
+        return False
+
+
 def run_base_model(path) -> str | None:
     """The base model (``model.name``) of the monet training run that ``path`` is, or whose
-    ``adapter/`` folder it is; None for anything else. Imports nothing heavy."""
+    ``adapter/`` folder it is; None for anything else (a full run has no base to add: it is
+    the model, see :func:`is_full_run`). Imports nothing heavy."""
     p = Path(path).expanduser()
     for run in (p, p.parent):
         if (run / CONFIG_FILE).is_file() and adapter_dir(run) is not None:

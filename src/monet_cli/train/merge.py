@@ -7,6 +7,9 @@ settings — that vLLM (``vllm serve DIR``), ``monet plan --model DIR`` and any 
 code load without peft. A QLoRA adapter is merged into the base in full precision (a 4-bit
 merge would lose what the adapter learned to rounding). This is how the published MonetGPT
 weights were shipped.
+
+A full run (``adapter.method: full``) has no adapter: its run folder already is the complete
+model, so merging it is a usage error (exit 2) that says to use the folder as it is.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from monet_cli.errors import MonetError, OutputError, UsageError
-from monet_cli.train.config import adapter_dir, run_base_model
+from monet_cli.train.config import adapter_dir, is_full_run, run_base_model
 
 # Files of a checkpoint folder that are not weights and that a server needs.
 SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
@@ -46,6 +49,7 @@ def base_model_of(run_or_adapter) -> str:
     """The base model a run (or a bare adapter folder) was trained on, as a ``--model`` spec:
     the run's ``model.name``, else the adapter's ``base_model_name_or_path``."""
     p = Path(run_or_adapter).expanduser()
+    _refuse_full_run(p)
     name = run_base_model(p)
     if name:
         return name
@@ -61,6 +65,13 @@ def base_model_of(run_or_adapter) -> str:
     return str(base)
 
 
+def _refuse_full_run(path: Path) -> None:
+    if is_full_run(path):
+        raise UsageError(f"{path} is a full training run (adapter.method: full): the folder already is the complete "
+                         f"model, with no adapter to merge; use it as it is (monet plan --backend qwen --model {path}, "
+                         f"vllm serve {path})")
+
+
 def merge(run_dir, out, *, model: str | None = None, dtype: str = "bfloat16", device: str = "cpu",
           force: bool = False) -> MergeResult:
     """Merge ``run_dir``'s adapter into its base model (or ``model``) and save to ``out``."""
@@ -68,6 +79,7 @@ def merge(run_dir, out, *, model: str | None = None, dtype: str = "bfloat16", de
 
     if dtype not in DTYPES:
         raise UsageError(f"--dtype {dtype!r}: choose {', '.join(DTYPES)}")
+    _refuse_full_run(Path(run_dir).expanduser())
     adapter = adapter_dir(run_dir)
     if adapter is None:
         raise MonetError("no adapter here: not a finished training run or peft adapter folder "

@@ -1,4 +1,5 @@
-"""The training recipe: fine-tune a Qwen-VL model with a peft DoRA / LoRA adapter.
+"""The training recipe: fine-tune a Qwen-VL model with a peft DoRA / LoRA adapter, or train
+every weight of it (``adapter.method: full``, e.g. the ``mini`` preset from scratch).
 
 Read top to bottom:
 
@@ -7,19 +8,24 @@ Read top to bottom:
    split off the held-out records, count the steps. ``--dry-run`` stops here and prints.
 2. :func:`load_model` — the base model (bf16 on CUDA, fp32 on the CPU; 4-bit NF4 for QLoRA),
    gradient checkpointing, and the adapter on every Linear of the language model (and of the
-   vision encoder, if asked), seeded.
-3. :func:`train` — AdamW, a warm-up + cosine (or linear, constant) schedule, gradient
-   accumulation with a token-weighted loss (each step's loss is the mean over all assistant
-   tokens of its micro-batches, as if it were one big batch), gradient clipping, eval loss on
-   the held-out records, checkpoints, the final adapter and the model card.
+   vision encoder, if asked), seeded; for ``full``, no adapter: every parameter trains.
+3. :func:`train` — AdamW, a warm-up + cosine (or linear, constant) schedule over the steps or,
+   with ``train.max_minutes``, over the time budget; gradient accumulation with a
+   token-weighted loss (each step's loss is the mean over all assistant tokens of its
+   micro-batches, as if it were one big batch), gradient clipping, eval loss on the held-out
+   records, checkpoints, the final adapter (``RUN_DIR/adapter``) or, for ``full``, the trained
+   model written into ``RUN_DIR`` itself (a complete model folder: ``--model RUN_DIR``), and the
+   model card.
 
 **Exact resume.** The data order of an epoch is a pure function of (seed, epoch); a
-checkpoint (``RUN_DIR/checkpoints/step-NNNNNN/``) holds the adapter, the optimizer, scheduler
-and gradient-scaler states, every random generator's state (per process) and the position
-(epoch, micro-batch) — all taken at an optimizer-step boundary. ``--resume`` restores them
+checkpoint (``RUN_DIR/checkpoints/step-NNNNNN/``) holds the adapter (for ``full``, every
+weight: ``model.safetensors``), the optimizer, scheduler and gradient-scaler states, every
+random generator's state (per process) and the position (epoch, micro-batch) — all taken at
+an optimizer-step boundary. ``--resume`` restores them
 and continues as if never stopped. Ctrl-C finishes the current micro-batch, saves the state
 of the last completed step (the partial accumulation is redone on resume) and exits 130;
-a second Ctrl-C aborts at once.
+a second Ctrl-C aborts at once. (A ``train.max_minutes`` run resumes too, but its learning
+rate follows the clock, so not bit for bit.)
 
 **Several GPUs.** Launched by ``torchrun`` or ``accelerate launch`` (``WORLD_SIZE`` > 1) the
 recipe uses one GPU per process and DistributedDataParallel: each epoch's order is dealt out
@@ -48,12 +54,18 @@ from monet_cli.errors import MonetError, UsageError
 from monet_cli.train.config import (ADAPTER, CONFIG_FILE, RESUME_SETTABLE, RunDirError, TrainConfig,
                                     TrainInterrupted, read_run_config, set_value, to_yaml, validate)
 from monet_cli.train.data import DataError, Encoder, Record, epoch_order, read_datasets, split_indices
+from monet_cli.train.merge import SIDE_FILES
 
 CHECKPOINTS = "checkpoints"
 METRICS_LOG = "metrics.jsonl"
 METRICS = "metrics.json"
 CARD = "README.md"
-RUN_FILES = (CONFIG_FILE, ADAPTER, CHECKPOINTS, METRICS_LOG, METRICS, CARD)  # what --force replaces
+MARKER = "monet.json"  # the preset a model folder asks for (monet_cli.models._folder_preset)
+FULL_WEIGHTS = "model.safetensors"  # a full run's weights: in RUN_DIR once finished, in each checkpoint
+# what a full run writes into RUN_DIR besides the run files: a complete transformers model folder
+MODEL_FILES = ("config.json", "generation_config.json", FULL_WEIGHTS, "model.safetensors.index.json", "model.tmp",
+               *SIDE_FILES)
+RUN_FILES = (CONFIG_FILE, ADAPTER, CHECKPOINTS, METRICS_LOG, METRICS, CARD, *MODEL_FILES)  # what --force replaces
 
 
 # ----------------------------------------------------------------------------- 1. prepare
@@ -122,7 +134,8 @@ def prepare(cfg: TrainConfig, *, source: str | None = None) -> Prepared:
     from monet_cli.planners.qwen import make_processor
 
     validate(cfg)
-    require_ml("monet train", ("torch", "transformers", "peft"))
+    require_ml("monet train", ("torch", "transformers") if cfg.adapter.method == "full"
+               else ("torch", "transformers", "peft"))
     _, local_rank, world = _world()
     model = resolve_model(cfg.model.name)
     records, infos = read_datasets(cfg.data.datasets)
@@ -166,7 +179,7 @@ def prepare(cfg: TrainConfig, *, source: str | None = None) -> Prepared:
                    "train_assistant": sum(lengths[i][1] for i in train_idx)},
         "steps": {"per_epoch": steps_per_epoch, "total": total,
                   "records_per_step": t.batch_size * t.grad_accum * world},
-        "device": device, "dtype": dtype, "world_size": world,
+        "device": device, "dtype": dtype, "world_size": world, "method": cfg.adapter.method,
     }
     if source:
         resolved["config_source"] = source
@@ -214,9 +227,9 @@ def base_model_id(prep: Prepared) -> str:
 
 
 def load_model(prep: Prepared):
-    """Step 2: the base model on ``prep.device`` with a fresh adapter (seeded) → peft model."""
+    """Step 2: the base model on ``prep.device`` with a fresh adapter (seeded) → peft model;
+    for ``adapter.method: full`` the model itself, every parameter trainable."""
     import torch
-    from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForImageTextToText
     from transformers.utils import logging as hf_logging
 
@@ -241,8 +254,9 @@ def load_model(prep: Prepared):
         raise MonetError(f"cannot load the model: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
                          path=prep.model.path) from None
     model.config.use_cache = False
+    full = cfg.adapter.method == "full"
     for p in model.parameters():
-        p.requires_grad_(False)
+        p.requires_grad_(full)
     if cfg.model.quant == "4bit" and prep.device == "cpu":
         # bitsandbytes repacks 4-bit CPU weights for inference on the first no-grad forward
         # (our eval) and cannot train on them afterwards; keep the training layout
@@ -254,6 +268,10 @@ def load_model(prep: Prepared):
             model.activation_checkpointing_enable()  # non-reentrant by default in transformers 5
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if full:
+        return model
+    from peft import LoraConfig, get_peft_model
+
     a = cfg.adapter
     targets = target_modules(model, language_model=a.language_model, vision=a.vision)
     if not targets:
@@ -280,7 +298,7 @@ class TrainState:
     position: int = 0  # micro-batches of this process done in the current epoch
     records: int = 0  # records trained on, all processes
     tokens: int = 0  # tokens (prompts, images, answers) trained on, all processes
-    seconds: float = 0.0  # training time, summed over sessions
+    seconds: float = 0.0  # training time, summed over sessions (kept current after each step)
     first_loss: float | None = None
     last_loss: float | None = None
     evals: list = field(default_factory=list)  # [{"step", "eval_loss"}]
@@ -291,26 +309,33 @@ class TrainState:
 
 @dataclass
 class RunResult:
-    """What :func:`train` did: ``status`` is ``complete``, ``paused`` (train.stop_after) or
-    ``already-complete`` (a --resume of a finished run)."""
+    """What :func:`train` did: ``status`` is ``complete`` (the step limit or train.max_minutes
+    reached), ``paused`` (train.stop_after) or ``already-complete`` (a --resume of a finished run)."""
 
     run_dir: Path
     status: str
     step: int
     total_steps: int
     metrics: dict
-    adapter: Path | None
-    model: object = None  # the trained peft model, in this process (None for an already complete run)
+    adapter: Path | None  # RUN_DIR/adapter; None for a full run
+    model: object = None  # the trained (peft) model, in this process (None for an already complete run)
     primary: bool = True  # process 0 (the one that writes and reports) of a multi-process run
+    model_dir: Path | None = None  # a complete full run: RUN_DIR, a model folder for --model
 
 
-def lr_factor(step: int, *, total: int, warmup: int, kind: str, min_ratio: float) -> float:
+def lr_factor(step: int, *, total: int, warmup: int, kind: str, min_ratio: float,
+              fraction: float | None = None) -> float:
     """Multiplier of the peak learning rate at optimizer step ``step`` (0-based): a linear
     warm-up over ``warmup`` steps, then cosine (half a period), linear or constant decay to
-    ``min_ratio`` at step ``total`` (the schedule of transformers' ``get_*_schedule_with_warmup``)."""
+    ``min_ratio`` at step ``total`` (the schedule of transformers' ``get_*_schedule_with_warmup``).
+    With ``fraction`` (the share of a time budget spent, train.max_minutes) the decay runs on
+    it instead of on the steps; the warm-up stays in steps."""
     if step < warmup:
         return (step + 1) / (warmup + 1)
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if fraction is not None:
+        progress = min(1.0, max(0.0, fraction))
+    else:
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
     if kind == "constant":
         decay = 1.0
     elif kind == "linear":
@@ -414,27 +439,36 @@ class _Console:
             self.console.print(text)
 
 
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m}:{s:02d}"
+
+
 @contextmanager
-def _progress(con: _Console, total: int, done: int):
-    """Yields ``update(step, fields)``: a rich progress bar on a terminal, else a plain line per call."""
+def _progress(con: _Console, total: int, done: int, budget: float = 0.0, spent: float = 0.0):
+    """Yields ``update(step, fields, seconds)``: a rich progress bar on a terminal, else a plain
+    line per call. With a time ``budget`` (seconds) the bar measures training time, not steps."""
     c = con.console
     if c is None:
-        yield lambda step, fields: None
+        yield lambda step, fields, seconds: None
         return
     if not c.is_terminal:
-        def line(step, fields):
-            c.print(f"step {step}/{total}  " + "  ".join(f"{k} {v}" for k, v in fields.items() if v))
+        def line(step, fields, seconds):
+            where = f"step {step}  {_clock(seconds)}/{_clock(budget)}" if budget else f"step {step}/{total}"
+            c.print(f"{where}  " + "  ".join(f"{k} {v}" for k, v in fields.items() if v))
         yield line
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
         TimeRemainingColumn
 
-    with Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+    count = TextColumn("step {task.fields[step]}") if budget else MofNCompleteColumn()
+    with Progress(TextColumn("[bold]training"), BarColumn(), count, TextColumn("{task.fields[info]}"),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=c) as bar:
-        task = bar.add_task("train", total=total, completed=done, info="")
+        task = bar.add_task("train", total=budget or total, completed=spent if budget else done, info="", step=done)
 
-        def update(step, fields):
-            bar.update(task, completed=step, info="  ".join(f"{k} {v}" for k, v in fields.items() if v))
+        def update(step, fields, seconds):
+            bar.update(task, completed=min(seconds, budget) if budget else step, step=step,
+                       info="  ".join(f"{k} {v}" for k, v in fields.items() if v))
         yield update
 
 
@@ -450,12 +484,25 @@ def _check_run_dir(run_dir: Path, *, resume: bool, force: bool) -> None:
     if resume:
         return
     ours = [run_dir / n for n in RUN_FILES if (run_dir / n).exists()]
+    ours += sorted(run_dir.glob("model-*-of-*.safetensors"))  # a sharded full model
     if not any(run_dir.iterdir()):
         return
     if not force:
         raise RunDirError("run folder exists; --resume continues it, --force starts it over", path=run_dir)
     for p in ours:
         shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+def _check_same_folder(model: str, run_dir: Path) -> None:
+    """A run folder must not be the model folder it trains (a full run writes its model there)."""
+    from monet_cli.models import resolve_model
+
+    try:
+        p = resolve_model(model).path
+    except MonetError:
+        return  # prepare() says what is wrong with the model
+    if run_dir.exists() and Path(p).resolve() == run_dir.resolve():
+        raise UsageError("--out is the model folder being trained; give another run folder", path=run_dir)
 
 
 def resume_config(run_dir, *, datasets=None, model: str | None = None, sets=()) -> tuple[TrainConfig, dict]:
@@ -495,16 +542,21 @@ def train(cfg: TrainConfig, *, resume: bool = False, force: bool = False, consol
     run_dir = Path(cfg.out).expanduser()
     rank, local_rank, world = _world()
     say = _Console(console, quiet, rank)
+    full = cfg.adapter.method == "full"
     if rank == 0:
+        _check_same_folder(cfg.model.name, run_dir)
         _check_run_dir(run_dir, resume=resume, force=force)
     saved_resolved = {}
     if resume:
-        if (run_dir / METRICS).is_file() and (run_dir / ADAPTER / "adapter_config.json").is_file():
+        finals = ([run_dir / FULL_WEIGHTS, run_dir / "model.safetensors.index.json"] if full  # index: sharded
+                  else [run_dir / ADAPTER / "adapter_config.json"])
+        if (run_dir / METRICS).is_file() and any(f.is_file() for f in finals):
             metrics = json.loads((run_dir / METRICS).read_text())
             if metrics.get("complete"):
                 say(f"{run_dir}: the run is already complete")
                 return RunResult(run_dir, "already-complete", metrics.get("steps", 0), metrics.get("steps", 0),
-                                 metrics, run_dir / ADAPTER, None, rank == 0)
+                                 metrics, None if full else run_dir / ADAPTER, None, rank == 0,
+                                 run_dir if full else None)
         _, saved_resolved = read_run_config(run_dir)
     dist = None
     if world > 1:
@@ -552,15 +604,26 @@ class _Loop:
         t = self.cfg.train
         _seed_all(t.seed + rank)
         self.device = torch.device(prep.device)
+        self.full = self.cfg.adapter.method == "full"
         self.model = load_model(prep)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         o = self.cfg.optim
-        self.optimizer = torch.optim.AdamW(self.trainable, lr=o.lr, betas=tuple(o.betas), eps=o.eps,
-                                           weight_decay=o.weight_decay)
-        warmup = math.ceil(o.warmup_ratio * prep.total_steps)
+        if self.full:  # weight decay on the ≥ 2-D weights only: not on embeddings, norms, biases
+            named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+            decay = [p for n, p in named if p.ndim >= 2 and "embed" not in n]
+            rest = [p for n, p in named if not (p.ndim >= 2 and "embed" not in n)]
+            groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+        else:
+            groups = [{"params": self.trainable, "weight_decay": o.weight_decay}]
+        self.optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+        warmup = o.warmup_steps if o.warmup_steps > 0 else math.ceil(o.warmup_ratio * prep.total_steps)
+        self.budget = t.max_minutes * 60.0  # seconds; 0: no time budget
+        self.time_up = False
+        self.fraction = 0.0  # of the time budget, when the scheduler last stepped (the same on all processes)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, total=prep.total_steps, warmup=warmup, kind=o.scheduler,
-                                                min_ratio=o.min_lr_ratio))
+                                                min_ratio=o.min_lr_ratio,
+                                                fraction=self.fraction if self.budget else None))
         self.scaler = torch.amp.GradScaler("cuda") if prep.dtype == "float16" and self.device.type == "cuda" else None
         self.net = self.model
         if world > 1:
@@ -568,11 +631,12 @@ class _Loop:
 
             self.net = DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=self.cfg.adapter.vision)
+                find_unused_parameters=self.cfg.adapter.vision or self.full)
         self.encoder = Encoder(make_processor(prep.model.path), min_pixels=prep.min_pixels, max_pixels=prep.max_pixels)
         import inspect
 
-        accepts = inspect.signature(self.model.get_base_model().forward).parameters
+        plain = self.model if self.full else self.model.get_base_model()
+        accepts = inspect.signature(plain.forward).parameters
         self.input_names = [k for k in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw",
                                         "mm_token_type_ids") if k in accepts]  # the last: transformers 5 only
         self.dataset = EncodedRecords(prep.records, self.encoder)
@@ -644,11 +708,13 @@ class _Loop:
             self.say(f"resuming from {self.resumed_from} (step {st.step}/{prep.total_steps})")
         stop_at = t.stop_after if t.stop_after > st.step else 0  # a resume goes on past an earlier pause
         self.model.train()
-        with _StopOnCtrlC(self.say) as stop, _progress(self.say, prep.total_steps, st.step) as show:
+        self.time_up = self._time_up()
+        with _StopOnCtrlC(self.say) as stop, \
+                _progress(self.say, prep.total_steps, st.step, self.budget, self._seconds()) as show:
             if st.step == 0 and prep.eval_idx and not st.evals:
                 self._evaluate()
             busy, window_tokens, window_records = 0.0, 0, 0  # compute seconds, tokens, records since the last log
-            while st.step < prep.total_steps:
+            while st.step < prep.total_steps and not self.time_up:
                 windows = self._windows(st.epoch, self.rank)
                 window_labels = self._window_labels(st.epoch)
                 first = st.position // t.grad_accum
@@ -688,8 +754,11 @@ class _Loop:
                     tokens, records = self._all_sum(window_tokens, window_records)
                     st.tokens += int(tokens)
                     st.records += int(records)
+                    st.seconds = self._seconds()
                     self.rng = _rng_state()
-                    if st.step % t.log_every == 0 or st.step == prep.total_steps:
+                    self.time_up = self._time_up()
+                    done = st.step >= prep.total_steps or self.time_up
+                    if st.step % t.log_every == 0 or done:
                         dt = max(1e-9, busy)
                         entry = {"step": st.step, "epoch": st.epoch, "loss": round(step_loss, 6),
                                  "lr": lr,
@@ -699,9 +768,9 @@ class _Loop:
                         self._log(entry)
                         show(st.step, {"loss": f"{step_loss:.4f}", "lr": f"{entry['lr']:.2e}",
                                        "tok/s": f"{entry['tokens_per_s']:.0f}",
-                                       "eval": f"{st.evals[-1]['eval_loss']:.4f}" if st.evals else ""})
+                                       "eval": f"{st.evals[-1]['eval_loss']:.4f}" if st.evals else ""},
+                             st.seconds)
                         busy, window_tokens, window_records = 0.0, 0, 0
-                    done = st.step >= prep.total_steps
                     if prep.eval_idx and t.eval_every and st.step % t.eval_every == 0 and not done:
                         self._evaluate()
                     paused = bool(stop_at) and st.step >= stop_at and not done
@@ -712,15 +781,31 @@ class _Loop:
                     if done or paused:
                         break
                 del batch_iter
-                if st.step >= prep.total_steps or (stop_at and st.step >= stop_at):
+                if st.step >= prep.total_steps or (stop_at and st.step >= stop_at) or self.time_up:
                     break
-            if st.step < prep.total_steps:
+            if self.time_up and st.step < prep.total_steps:
+                self.say(f"time budget of {t.max_minutes:g} min reached at step {st.step}")
+            elif st.step < prep.total_steps:
                 self.say(f"paused at step {st.step}/{prep.total_steps}; continue with --resume")
                 return RunResult(self.run_dir, "paused", st.step, prep.total_steps, self._metrics(False), None,
                                  self.model, self.rank == 0)
             if prep.eval_idx:
                 self._evaluate()
         return self._finish()
+
+    def _shared_seconds(self) -> float:
+        """Training time by process 0's clock, the same number on every process."""
+        if self.dist is None:
+            return self._seconds()
+        import torch
+
+        t = torch.tensor([self._seconds()], dtype=torch.float64, device=self.device)
+        self.dist.broadcast(t, src=0)
+        return float(t.item())
+
+    def _time_up(self) -> bool:
+        """The time budget (train.max_minutes) is spent."""
+        return bool(self.budget) and self._shared_seconds() >= self.budget
 
     def _stop_requested(self, stop: _StopOnCtrlC) -> bool:
         if self.dist is None:
@@ -742,6 +827,8 @@ class _Loop:
             self.scaler.update()
         else:
             self.optimizer.step()
+        if self.budget:
+            self.fraction = self._shared_seconds() / self.budget
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return norm
@@ -808,7 +895,12 @@ class _Loop:
         if self.rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-            self.model.save_pretrained(str(tmp))
+            if self.full:
+                from safetensors.torch import save_model
+
+                save_model(self.model, str(tmp / FULL_WEIGHTS))  # tied weights stored once
+            else:
+                self.model.save_pretrained(str(tmp))
             torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                         "scaler": self.scaler.state_dict() if self.scaler else None}, tmp / "trainer.pt")
         self._barrier()
@@ -830,17 +922,27 @@ class _Loop:
 
     def _load_checkpoint(self, ck: Path) -> None:
         import torch
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
 
         state = json.loads((ck / "state.json").read_text(encoding="utf-8"))
         if state.get("world_size", 1) != self.world:
             raise UsageError(f"--resume: the run was trained by {state.get('world_size', 1)} process(es); "
                              f"resume it with the same number (now {self.world})")
-        result = set_peft_model_state_dict(self.model, load_file(str(ck / "adapter_model.safetensors"),
-                                                                 device=str(self.device)))
-        if getattr(result, "unexpected_keys", None):
-            raise MonetError(f"checkpoint does not fit the model: {result.unexpected_keys[:3]}", path=ck)
+        if self.full:
+            from safetensors.torch import load_model as load_weights
+
+            missing, unexpected = load_weights(self.model, str(ck / FULL_WEIGHTS), strict=False,
+                                               device=str(self.device))
+            if missing or unexpected:
+                raise MonetError(f"checkpoint does not fit the model: {sorted([*missing, *unexpected])[:3]}",
+                                 path=ck)
+        else:
+            from peft import set_peft_model_state_dict
+            from safetensors.torch import load_file
+
+            result = set_peft_model_state_dict(self.model, load_file(str(ck / "adapter_model.safetensors"),
+                                                                     device=str(self.device)))
+            if getattr(result, "unexpected_keys", None):
+                raise MonetError(f"checkpoint does not fit the model: {result.unexpected_keys[:3]}", path=ck)
         trainer = torch.load(ck / "trainer.pt", map_location=self.device, weights_only=True)
         self.optimizer.load_state_dict(trainer["optimizer"])
         self.scheduler.load_state_dict(trainer["scheduler"])
@@ -854,7 +956,9 @@ class _Loop:
         import torch
 
         st, prep = self.state, self.prep
-        m = {"complete": complete, "steps": st.step, "total_steps": prep.total_steps, "epochs": st.epoch,
+        m = {"complete": complete, "method": self.cfg.adapter.method,
+             "stopped_by": ("max_minutes" if self.time_up and st.step < prep.total_steps else "steps") if complete
+             else None, "steps": st.step, "total_steps": prep.total_steps, "epochs": st.epoch,
              "records": st.records, "tokens": st.tokens, "seconds": round(self._seconds(), 2),
              "tokens_per_s": round(st.tokens / max(1e-9, self._seconds()), 1),
              "train_loss_first": st.first_loss, "train_loss_last": st.last_loss,
@@ -871,17 +975,58 @@ class _Loop:
         from monet_cli.train.card import write_card
 
         metrics = self._metrics(True)
-        adapter = self.run_dir / ADAPTER
+        adapter = None if self.full else self.run_dir / ADAPTER
         if self.rank == 0:
-            tmp = adapter.with_name(ADAPTER + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            self.model.save_pretrained(str(tmp))
-            shutil.rmtree(adapter, ignore_errors=True)
-            tmp.rename(adapter)
+            if self.full:
+                self._save_full_model(metrics)
+            else:
+                tmp = adapter.with_name(ADAPTER + ".tmp")
+                shutil.rmtree(tmp, ignore_errors=True)
+                self.model.save_pretrained(str(tmp))
+                shutil.rmtree(adapter, ignore_errors=True)
+                tmp.rename(adapter)
             (self.run_dir / METRICS).write_text(json.dumps(metrics, indent=1) + "\n", encoding="utf-8")
             write_card(self.run_dir, self.cfg, self.prep.resolved, metrics)
-            self.say(f"[green]✓[/green] adapter in [bold]{adapter}[/bold] ({metrics['steps']} steps, "
-                     f"{metrics['seconds']:.1f} s)")
+            what = f"model in [bold]{self.run_dir}[/bold]" if self.full else f"adapter in [bold]{adapter}[/bold]"
+            self.say(f"[green]✓[/green] {what} ({metrics['steps']} steps, {metrics['seconds']:.1f} s)")
         self._barrier()
         return RunResult(self.run_dir, "complete", self.state.step, self.prep.total_steps, metrics, adapter,
-                         self.model, self.rank == 0)
+                         self.model, self.rank == 0, self.run_dir if self.full else None)
+
+    def _save_full_model(self, metrics: dict) -> None:
+        """A full run's model → ``RUN_DIR`` itself, a complete model folder for ``--model RUN_DIR``:
+        the weights and ``config.json`` (save_pretrained), the base folder's tokenizer, chat
+        template and image processor files, and a ``monet.json`` naming the base's preset (so a
+        trained ``mini`` keeps the mini pixel budget, prompts and generation settings). Written in
+        ``RUN_DIR/model.tmp`` first, then moved in."""
+        base = Path(self.prep.model.path)
+        tmp = self.run_dir / "model.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        use_cache = self.model.config.use_cache
+        self.model.config.use_cache = True  # for generation
+        try:
+            self.model.save_pretrained(str(tmp))
+        finally:
+            self.model.config.use_cache = use_cache
+        for name in SIDE_FILES:
+            if name != MARKER and (base / name).is_file():
+                shutil.copyfile(base / name, tmp / name)
+        marker = {}
+        if (base / MARKER).is_file():
+            try:
+                marker = json.loads((base / MARKER).read_text(encoding="utf-8"))
+            except ValueError:
+                marker = {}
+        preset = self.prep.model.preset
+        if preset is not None or marker:
+            if preset is not None:
+                marker["preset"] = preset.name
+            marker.setdefault("architecture", self.prep.model.architecture)
+            marker.update(trained=True, method="full", base=self.cfg.model.name, steps=metrics["steps"],
+                          seconds=metrics["seconds"])
+            (tmp / MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
+        for old in self.run_dir.glob("model-*-of-*.safetensors"):  # an earlier, sharded save
+            old.unlink()
+        for f in sorted(tmp.iterdir()):
+            os.replace(f, self.run_dir / f.name)
+        tmp.rmdir()
