@@ -15,7 +15,7 @@ One command, seeds fixed, progress shown::
    Regression" baseline, kept on the planner's two-turn protocol so both models are planned
    through the same path).
 5. **Training** — both from the *same* initial weights, every weight trained
-   (:func:`monet_cli.mini.train_full`; ``monet train`` trains peft adapters only), each for
+   (``monet train --config mini``: ``adapter.method: full``), each for
    half of ``--budget-minutes`` of wall time, the two runs in parallel, one thread each (on
    two cores: the same compute as one after the other).
 6. **Scoring** — ``monet bench restore OUT/corpus/heldout --seeds 1`` with ``--backend auto``,
@@ -88,7 +88,8 @@ def make_puzzles(out: Path, corpus: Path, count: int, long_side: int) -> list[Pa
     if todo:
         log(f"puzzles: generating {count} (A, B, C) in {len(todo)} shard(s), long side {long_side}")
         procs = [(f"puzzles generate {d}", monet("puzzles", "generate", corpus / "train", "--out", d, "--kinds", "a,b,c",
-                                                 "--count", count // 2, "--seed", s, "--long-side", long_side,
+                                                 "--count", count // 2, "--seed", s, "--config", "mini",
+                                                 "--long-side", long_side,
                                                  "--quiet", threads=1))
                  for s, d in todo]
         wait_all(procs)
@@ -107,7 +108,7 @@ def make_regression(out: Path, shards: list[Path]) -> Path:
     if target.is_file():
         return reg
     reg.mkdir(parents=True, exist_ok=True)
-    prompts = load_prompts("monetgpt")
+    prompts = load_prompts("mini")
     lines = []
     for shard in shards:
         for line in (shard / "train.jsonl").read_text().splitlines():
@@ -130,29 +131,37 @@ def make_regression(out: Path, shards: list[Path]) -> Path:
 
 
 def train_both(out: Path, init: Path, runs: dict[str, list[Path]], minutes: float, max_steps: int) -> dict:
+    """Both models by ``monet train --config mini`` (every weight, no adapter) from the same
+    initial folder, in parallel, one thread each; returns each run's ``metrics.json``."""
     procs, logs = {}, {}
     for name, data in runs.items():
         run = out / f"run-{name}"
-        if (run / "model.safetensors").is_file():
+        if (run / "metrics.json").is_file() and (run / "model.safetensors").is_file():
             continue
         logs[name] = out / f"train-{name}.log"
-        procs[name] = subprocess.Popen(
-            [sys.executable, __file__, "_train", str(init), str(run), "--minutes", str(minutes),
-             "--max-steps", str(max_steps), *map(str, data)],
-            env=env(1), stdout=logs[name].open("w"), stderr=subprocess.STDOUT)
+        extra = ["--set", f"train.max_minutes={minutes:g}", "--set", "data.eval_fraction=0"]
+        if max_steps:
+            extra += ["--set", f"train.max_steps={max_steps}"]
+        procs[name] = monet("train", *data, "--config", "mini", "--model", init, "--out", run, "--force", *extra,
+                            threads=1, stdout=subprocess.DEVNULL, stderr=logs[name].open("w"))
     if procs:
-        log(f"training {', '.join(procs)} from scratch, {minutes:g} min each, in parallel (1 thread each)")
+        log(f"training {', '.join(procs)} from scratch (monet train --config mini), {minutes:g} min each, "
+            f"in parallel (1 thread each)")
     while any(p.poll() is None for p in procs.values()):
         time.sleep(30 if minutes > 2 else 5)
         status = []
         for name in procs:
-            last = [l for l in logs[name].read_text().splitlines() if l.startswith("step")]
+            last = [l.strip() for l in logs[name].read_text(errors="replace").splitlines() if l.startswith("step")]
             status.append(f"{name}: {last[-1] if last else 'starting'}")
         log("  " + " | ".join(status))
     for name, p in procs.items():
         if p.returncode != 0:
             raise SystemExit(f"training {name} failed; see {logs[name]}")
-    return {name: json.loads((out / f"run-{name}" / "monet.json").read_text())["train"] for name in runs}
+    trained = {}
+    for name in runs:
+        m = json.loads((out / f"run-{name}" / "metrics.json").read_text())
+        trained[name] = m
+    return trained
 
 
 def bench(out: Path, corpus: Path, quick: bool) -> dict:
@@ -209,28 +218,7 @@ def table(reports: dict, trained: dict) -> tuple[str, dict]:
 # ----------------------------------------------------------------------------- main
 
 
-def train_main(argv) -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("init")
-    ap.add_argument("run")
-    ap.add_argument("data", nargs="+")
-    ap.add_argument("--minutes", type=float, required=True)
-    ap.add_argument("--max-steps", type=int, default=0)
-    a = ap.parse_args(argv)
-    from monet_cli.mini import train_full
-
-    def on_step(step, loss, elapsed):
-        if step == 1 or step % 10 == 0:
-            print(f"step {step} loss {loss:.3f} {elapsed / 60:.1f} min", flush=True)
-
-    r = train_full(a.init, a.data, a.run, minutes=a.minutes, max_steps=a.max_steps, seed=0, threads=1,
-                   on_step=on_step)
-    print(json.dumps(r.to_dict()), flush=True)
-
-
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "_train":
-        return train_main(sys.argv[2:])
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("runs/mini"), help="Working folder (default runs/mini).")
     ap.add_argument("--budget-minutes", type=float, default=60.0, help="Total training time, split evenly over "
@@ -257,8 +245,8 @@ def main() -> None:
     (out / "mini.md").write_text(md, encoding="utf-8")
     (out / "mini.json").write_text(json.dumps(facts, indent=1) + "\n", encoding="utf-8")
     for name, t in trained.items():
-        log(f"{name}: {t['steps']} steps, {t['records_seen']} records ({t['epochs']:.2f} epochs of {t['records']}), "
-            f"{t['seconds'] / 60:.1f} min, loss {t['loss_first']} → {t['loss_last']}")
+        log(f"{name}: {t['steps']} steps, {t['records']} records, {t['seconds'] / 60:.1f} min, "
+            f"loss {t['train_loss_first']:.3f} → {t['train_loss_last']:.3f}")
     print(md)
     log(f"done in {(time.perf_counter() - t0) / 60:.1f} min; {out / 'mini.md'}")
 

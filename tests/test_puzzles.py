@@ -384,3 +384,56 @@ def test_cli_generate_resume_stats_and_synthesize(tmp_path, experts):
     assert r["written"] == d["made_total"] and r["backend"] == "template"
     p = run("puzzles", "generate", tmp_path / "nowhere", "--out", tmp_path / "x", check=2)
     assert "not a folder" in p.stderr
+
+
+# ----------------------------------------------------------------------------- variants (images.variants)
+
+
+def test_variants_are_seeded_crops_that_serve_as_expert_photos(tmp_path, experts):
+    cfg = small_config(**{"images.variants": 3, "images.crop": [0.5, 0.8]})
+    s = pz.generate(experts, tmp_path / "v", count=18, seed=1, config=cfg, kinds=("a",))
+    assert s.total_made + s.skipped == 18
+    folders = sorted(p.name for p in (tmp_path / "v" / "images").iterdir())
+    assert len(folders) == 9  # 3 photos x (itself + 2 crops)
+    records = pz.read_jsonl(tmp_path / "v" / pz.MANIFEST_FILE)
+    assert {r["photo"].split("#")[0] for r in records} == {"astronaut.png", "coffee.png", "chelsea.png"}
+    assert any(r["photo"].endswith("#2") for r in records)
+    # a crop is smaller than the photo in the same proportion and differs from it
+    full = png(tmp_path / "v" / "images" / pz.slug_for("coffee.png") / pz.EXPERT_NAME)
+    crop = png(tmp_path / "v" / "images" / pz.slug_for("coffee.png#1") / pz.EXPERT_NAME)
+    assert max(full.shape[:2]) == max(crop.shape[:2]) == 96  # every expert image at images.long_side
+    ratio_full, ratio_crop = full.shape[1] / full.shape[0], crop.shape[1] / crop.shape[0]
+    assert abs(ratio_full - ratio_crop) < 0.1
+    assert not np.array_equal(full, crop)
+    # deterministic: the same seed gives the same crops; another seed other crops
+    a = pz.variant_pixels(np.zeros((100, 150, 3), np.float32) + np.arange(150, dtype=np.float32)[None, :, None],
+                          "coffee.png", 1, 1, cfg)
+    b = pz.variant_pixels(np.zeros((100, 150, 3), np.float32) + np.arange(150, dtype=np.float32)[None, :, None],
+                          "coffee.png", 1, 1, cfg)
+    c = pz.variant_pixels(np.zeros((100, 150, 3), np.float32) + np.arange(150, dtype=np.float32)[None, :, None],
+                          "coffee.png", 1, 2, cfg)
+    assert np.array_equal(a, b) and not (a.shape == c.shape and np.array_equal(a, c))
+    assert 50 <= a.shape[0] <= 80 and 75 <= a.shape[1] <= 120
+
+
+def test_variants_setting_is_checked():
+    with pytest.raises(UsageError, match="images.variants"):
+        small_config(**{"images.variants": 0})
+    with pytest.raises(UsageError, match="images.crop"):
+        small_config(**{"images.crop": [0.9, 0.5]})
+
+
+def test_the_mini_sampling_config_asks_with_the_mini_prompts(tmp_path, experts):
+    cfg = pz.load_config("mini", **SMALL)
+    assert cfg["planner_prompts"] == "mini" and cfg["images"]["variants"] > 1
+    out = tmp_path / "m"
+    pz.generate(experts, out, count=8, seed=0, config=cfg, kinds=("c",))
+    from monet_cli.planners.protocol import analysis_prompt, load_prompts
+    from monet_cli.synth import synthesize
+
+    synthesize(out)
+    recs = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    prompts = load_prompts("mini")
+    assert recs and all(r["messages"][0]["content"] == prompts.system for r in recs)
+    stages = {s: analysis_prompt(s, prompts=prompts) for s in ("lighting", "color", "hsl")}
+    assert all(r["messages"][1]["content"][len("<image>"):] in stages.values() for r in recs)

@@ -10,12 +10,15 @@ The architecture and training settings are data: the ``mini:`` section of ``mode
 * Its tokenizer is a byte-level BPE (any text encodes) trained with ``tokenizers`` on monet's
   own text — the planner prompt sets, the puzzle prompts and reasoning phrases, op names and
   meanings, numbers −100…+100 and answers in the planner's format — so a prompt costs about one
-  token per word and the embedding table stays small.
+  token per word and the embedding table stays small. It splits text as Qwen2's tokenizer
+  does: each digit is a token, and so is the space before a number, so the sign of a value is
+  one two-way choice (``" "`` or ``" -"``). (GPT-2's split, used before, made ``" 30"`` one
+  token and ``" -63"`` two: a greedy decoder unsure of a sign then always wrote ``-``, since one
+  ``" -"`` token outweighs each of a hundred positive-number tokens.)
 * Training is ``monet train`` with the ``mini`` training preset (``models/train/mini.yaml``):
   ``adapter.method: full`` (every weight, no adapter: a random model has no base worth
   adapting) within a wall-clock budget (``train.max_minutes``), the learning rate following a
-  cosine over the *time* budget (warm-up by steps). :func:`train_full` is a thin wrapper over it
-  for the old Python API.
+  cosine over the *time* budget (warm-up by steps).
 
 Nothing here imports torch at module level.
 """
@@ -23,7 +26,6 @@ Nothing here imports torch at module level.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 from monet_cli.tiny import CHAT_TEMPLATE, MARKER, SPECIAL_TOKENS
@@ -79,13 +81,25 @@ def tokenizer_corpus() -> list[str]:
     return texts * 3
 
 
+# The pre-tokenizer pattern of Qwen2's tokenizer (tokenizer.json of Qwen/Qwen2-VL-*).
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+               r"\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
 def build_tokenizer(vocab_size: int):
     """A byte-level BPE tokenizer with Qwen's special tokens, as a transformers fast tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Qwen2's own split: every digit a token of its own, and a space before a number a token
+    # of its own. So a value's sign is one binary choice (" " or " -") and its digits follow;
+    # with GPT-2's split (" 30" one token, " -" then "63") a greedy decoder that is unsure of
+    # the sign always writes "-": one " -" token against a hundred positive-number tokens.
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=int(vocab_size), special_tokens=list(SPECIAL_TOKENS),
                                   show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
@@ -158,61 +172,3 @@ def build_mini(folder, *, seed: int = 0, overwrite: bool = False) -> Path:
         f"--out RUN`.\n",
         encoding="utf-8")
     return folder
-
-
-# ----------------------------------------------------------------------------- full training
-
-
-@dataclass
-class FullRun:
-    """What :func:`train_full` did."""
-
-    out: Path
-    steps: int
-    records_seen: int
-    epochs: float
-    seconds: float
-    loss_first: float
-    loss_last: float
-    records: int
-
-    def to_dict(self) -> dict:
-        d = dict(self.__dict__)
-        d["out"] = str(self.out)
-        return d
-
-
-def train_full(model_dir, datasets, out, *, minutes: float, seed: int = 0, max_steps: int = 0, threads: int | None = None,
-               overrides: dict | None = None, on_step=None) -> FullRun:
-    """A thin wrapper over ``monet train`` (:func:`monet_cli.train.recipe.train`) with the
-    ``mini`` training preset (``models/train/mini.yaml``: every weight, no adapter), kept for
-    callers of the old API; new code runs::
-
-        monet train DATASET… --config mini --model MODEL_DIR --out OUT --set train.max_minutes=M
-
-    Trains the model in ``model_dir`` on ``datasets`` for ``minutes`` of training time (or
-    ``max_steps`` optimizer steps, whichever ends first) into ``out`` (replaced if it exists),
-    which becomes a model folder that ``--model`` takes; its ``monet.json`` gets the summary
-    under ``"train"``. ``overrides`` are more config settings (``{"train.grad_accum": 1}``);
-    ``on_step(step, loss, elapsed)`` reports progress.
-    """
-    from monet_cli.train.config import build_config, read_run_config
-    from monet_cli.train.recipe import train
-
-    if threads:
-        import torch
-
-        torch.set_num_threads(int(threads))
-    sets = [f"train.max_minutes={float(minutes)}", f"train.max_steps={int(max_steps)}", f"train.seed={int(seed)}",
-            *(f"{k}={json.dumps(v)}" for k, v in (overrides or {}).items())]
-    cfg = build_config(PRESET, datasets=[str(d) for d in datasets], model=str(model_dir), out=str(out), sets=sets)
-    report = (lambda st: on_step(st.step, st.last_loss, st.seconds)) if on_step else None
-    result = train(cfg, force=True, quiet=True, on_step=report)
-    m, out = result.metrics, Path(out)
-    n = read_run_config(out)[1]["records"]["train"]
-    run = FullRun(out=out, steps=m["steps"], records_seen=m["records"], epochs=round(m["records"] / max(n, 1), 3),
-                  seconds=round(m["seconds"], 1), loss_first=round(m["train_loss_first"] or 0.0, 4),
-                  loss_last=round(m["train_loss_last"] or 0.0, 4), records=n)
-    marker = json.loads((out / MARKER).read_text(encoding="utf-8"))
-    (out / MARKER).write_text(json.dumps({**marker, "train": run.to_dict()}) + "\n", encoding="utf-8")
-    return run

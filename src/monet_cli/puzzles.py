@@ -203,6 +203,9 @@ def _validate(cfg: dict) -> None:
             raise UsageError(f"sampling setting images.{k} must be an integer in 16..4096, got {im[k]!r}")
     if not isinstance(im["png_compress_level"], int) or not 0 <= im["png_compress_level"] <= 9:
         raise UsageError("sampling setting images.png_compress_level must be 0..9")
+    if isinstance(im["variants"], bool) or not isinstance(im["variants"], int) or not 1 <= im["variants"] <= 1000:
+        raise UsageError(f"sampling setting images.variants must be an integer in 1..1000, got {im['variants']!r}")
+    _check_range(cfg, "images.crop", 0.05, 1.0)
     _check_weights(cfg["kinds"], "kinds", KINDS)
     _check_weights(cfg["stages"], "stages", STAGES)
     for k, s in cfg["sigma"].items():
@@ -440,6 +443,26 @@ def prepare_photo(source, key: str, cfg: dict) -> Photo:
     facts = image_stats(_shrink(_decode8(expert8), im["facts_long_side"]))
     return Photo(key=key, slug=slug_for(key), linear=linear, small=small, expert8=expert8, small8=_srgb8(small),
                  facts=facts, bands=present_bands(facts, cfg))
+
+
+VARIANT_MARK = "#"  # a variant's key: "<photo key>#<n>" (n ≥ 1; the photo itself is variant 0)
+
+
+def variant_pixels(base: np.ndarray, key: str, variant: int, seed: int, cfg: dict) -> np.ndarray:
+    """Variant ``variant`` (≥ 1) of a photo for ``images.variants``: a seeded crop of
+    ``base`` (working-space linear) whose sides are a fraction ``images.crop`` (uniform) of
+    the photo's, at a random place, mirrored left-right half of the time. Deterministic in
+    ``(seed, key, variant)``."""
+    lo, hi = cfg["images"]["crop"]
+    rng = sample_rng(seed, key, variant, 2)
+    H, W = base.shape[:2]
+    f = float(rng.uniform(lo, hi))
+    h, w = max(16, min(H, int(round(H * f)))), max(16, min(W, int(round(W * f))))
+    y, x = int(rng.integers(0, H - h + 1)), int(rng.integers(0, W - w + 1))
+    out = base[y:y + h, x:x + w]
+    if rng.random() < 0.5:
+        out = out[:, ::-1]
+    return np.ascontiguousarray(out, dtype=np.float32)
 
 
 def _facts_of(u8: np.ndarray, cfg: dict) -> dict:
@@ -1031,9 +1054,12 @@ def generate(expert_dir, out, *, kinds=KINDS, count: int = 100, seed: int = 0, c
         summary.resumed = resumed
         done = {r["id"] for r in read_jsonl(out / MANIFEST_FILE)} | {r["id"] for r in read_jsonl(out / SKIPPED_FILE)}
 
-        plan: list[tuple[int, list[tuple[int, str, str]]]] = []  # photo → [(index, kind, id)]
-        for i, n in enumerate(_allocation(len(photos), count)):
-            key = photos[i][0]
+        n_var = int(cfg["images"]["variants"])
+        # (key, path, variant): every photo, then its crops (images.variants), each an expert image
+        units = [(k + (f"{VARIANT_MARK}{v}" if v else ""), p, v, k) for k, p in photos for v in range(n_var)]
+        plan: list[tuple[int, list[tuple[int, str, str]]]] = []  # unit → [(index, kind, id)]
+        for i, n in enumerate(_allocation(len(units), count)):
+            key = units[i][0]
             slug = slug_for(key)
             todo = []
             for index in range(n):
@@ -1052,12 +1078,22 @@ def generate(expert_dir, out, *, kinds=KINDS, count: int = 100, seed: int = 0, c
         manifest, skipped = JsonlAppender(out / MANIFEST_FILE), JsonlAppender(out / SKIPPED_FILE)
         finished = 0
         try:
+            base: tuple[Path | None, np.ndarray | None] = (None, None)  # the decoded photo, shared by its variants
             for i, todo in plan:
-                key, path = photos[i]
+                key, path, variant, photo_key = units[i]
                 try:
-                    photo = prepare_photo(path, key, cfg)
+                    if variant == 0:
+                        photo = prepare_photo(path, key, cfg)
+                    else:
+                        if base[0] != path:
+                            from monet_cli.images import read_image
+                            from monet_cli.planners.base import make_proxy
+
+                            base = (path, make_proxy(read_image(path, draft=True), 2 * cfg["images"]["long_side"]))
+                        photo = prepare_photo(variant_pixels(base[1], photo_key, variant, seed, cfg), key, cfg)
                 except MonetError as e:
-                    summary.failed_photos.append((key, str(e).replace(f"{path}: ", "", 1)))
+                    if not any(k == photo_key for k, _ in summary.failed_photos):  # once per photo, not per variant
+                        summary.failed_photos.append((photo_key, str(e).replace(f"{path}: ", "", 1)))
                     finished += len(todo)
                     if progress:
                         progress(finished, total)
