@@ -2,13 +2,15 @@
 
 One command, seeds fixed, progress shown::
 
-    python benchmarks/mini.py --out runs/mini [--budget-minutes 60] [--quick]
+    python benchmarks/mini.py --out runs/mini [--budget-minutes 60] [--puzzles 6000] [--quick]
 
 1. **Corpus** — ``benchmarks/corpus.sh OUT/corpus``: free photos (scikit-image, Debian wallpaper
    packages; licences in ``manifest.json`` / ``LICENSES.txt``), a fixed held-out subset.
 2. **Model** — ``monet models init mini OUT/init`` (random weights, seed 0, own BPE tokenizer).
-3. **Puzzles** — ``monet puzzles generate OUT/corpus/train --kinds a,b,c`` (two shards with
-   seeds 0 and 1, in parallel) + ``monet reason synthesize`` (template reasoning).
+3. **Puzzles** — ``monet puzzles generate OUT/corpus/train --kinds a,b,c --config mini`` (two
+   shards with seeds 0 and 1, in parallel) + ``monet reason synthesize`` (template reasoning).
+   The ``mini`` sampling config (``models/puzzles/mini.yaml``) uses each photo and 7 seeded
+   crops of it as expert images, the short ``mini`` prompts, and favours light and colour.
 4. **Regression data** — the same puzzle-C images and answers, values only: the analysis turn
    answers the fixed sentence "Adjustments follow." (or the no-change sentence) and the values
    turn answers only the JSON block; no puzzles A/B, no reasoning (the paper's "MLLM
@@ -223,7 +225,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/mini"), help="Working folder (default runs/mini).")
     ap.add_argument("--budget-minutes", type=float, default=60.0, help="Total training time, split evenly over "
                                                                        "the two models (default 60).")
-    ap.add_argument("--puzzles", type=int, default=1200, help="Puzzles to generate (A, B, C; default 1200).")
+    ap.add_argument("--puzzles", type=int, default=6000, help="Puzzles to generate (A, B, C; default 6000).")
     ap.add_argument("--long-side", type=int, default=256, help="Long side of puzzle images (the model sees ≤ 224²).")
     ap.add_argument("--quick", action="store_true", help="Smoke run: 40 puzzles, 20 steps each, 3 degradations.")
     a = ap.parse_args()

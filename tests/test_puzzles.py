@@ -437,3 +437,17 @@ def test_the_mini_sampling_config_asks_with_the_mini_prompts(tmp_path, experts):
     assert recs and all(r["messages"][0]["content"] == prompts.system for r in recs)
     stages = {s: analysis_prompt(s, prompts=prompts) for s in ("lighting", "color", "hsl")}
     assert all(r["messages"][1]["content"][len("<image>"):] in stages.values() for r in recs)
+
+
+def test_no_change_share_per_stage(tmp_path, experts):
+    cfg = small_config(**{"c.no_change": {"lighting": 1.0, "color": 0.0, "hsl": 0.0},
+                          "stages": {"lighting": 0.5, "color": 0.5, "hsl": 0.0}})
+    pz.generate(experts, tmp_path / "nc", count=12, seed=2, config=cfg, kinds=("c",))
+    records = pz.read_jsonl(tmp_path / "nc" / pz.MANIFEST_FILE)
+    by_stage = {s: [r["truth"]["no_change"] for r in records if r["truth"]["stage"] == s] for s in ("lighting", "color")}
+    assert by_stage["lighting"] and all(by_stage["lighting"])  # every lighting puzzle needs nothing
+    assert by_stage["color"] and not any(by_stage["color"])  # every colour puzzle needs a change
+    with pytest.raises(UsageError, match="c.no_change.light"):
+        small_config(**{"c.no_change": {"light": 0.5}})
+    with pytest.raises(UsageError, match="c.no_change.hsl"):
+        small_config(**{"c.no_change": {"hsl": 1.5}})

@@ -220,9 +220,17 @@ def _validate(cfg: dict) -> None:
     _check_range(cfg, "b.stronger", 1)
     _check_range(cfg, "b.opposite", 1)
     _check_weights(cfg["c"]["ops"], "c.ops", ("1", "2", "3", "4", "5", "6"))
-    for k in ("no_change", "no_change_degraded_later"):
-        if not 0 <= cfg["c"][k] <= 1:
-            raise UsageError(f"sampling setting c.{k} must be a probability in 0..1")
+    nc = cfg["c"]["no_change"]
+    if isinstance(nc, dict):  # per stage
+        bad = [k for k in nc if k not in STAGES]
+        if bad:
+            raise UsageError(f"sampling setting c.no_change.{bad[0]}: unknown stage; stages are {', '.join(STAGES)}")
+        shares = [(f"c.no_change.{k}", v) for k, v in nc.items()]
+    else:
+        shares = [("c.no_change", nc)]
+    for k, v in [*shares, ("c.no_change_degraded_later", cfg["c"]["no_change_degraded_later"])]:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+            raise UsageError(f"sampling setting {k} must be a probability in 0..1")
     for k in ("planner_prompts", "puzzle_text"):
         if not isinstance(cfg[k], str) or not cfg[k]:
             raise UsageError(f"sampling setting {k} must be a name")
@@ -691,11 +699,16 @@ def make_c(photo: Photo, rng: np.random.Generator, cfg: dict) -> Draft | None:
     stages = _stages_available(photo, cfg)
     if not stages:
         return None
-    no_change = bool(rng.random() < c["no_change"])
+    fixed = None  # c.no_change per stage: the stage is drawn first, then whether it needs nothing
+    if isinstance(c["no_change"], dict):
+        fixed = _pick(rng, cfg["stages"], stages)
+        no_change = bool(rng.random() < float(c["no_change"].get(fixed, 0.0)))
+    else:
+        no_change = bool(rng.random() < c["no_change"])
     for attempt in range(1, vis["max_tries"] + 1):
         plan = {s: {} for s in STAGES}
         if no_change:
-            stage = _pick(rng, cfg["stages"], stages)
+            stage = fixed or _pick(rng, cfg["stages"], stages)
             later = [s for s in stages if STAGES.index(s) > STAGES.index(stage)]
             truth = {"stage": stage, "no_change": True, "answer": {}, "plan": plan}
             if later and rng.random() < c["no_change_degraded_later"]:
@@ -709,7 +722,7 @@ def make_c(photo: Photo, rng: np.random.Generator, cfg: dict) -> Draft | None:
                 return Draft("c", [puzzle8], truth, {"puzzle": _facts_of(puzzle8, cfg), "expert": photo.facts},
                              attempt, rej)
             return Draft("c", [None], truth, {"puzzle": photo.facts, "expert": photo.facts}, attempt, rej)
-        stage = _pick(rng, cfg["stages"], stages)
+        stage = fixed or _pick(rng, cfg["stages"], stages)
         drawn = _degrade_stage(photo, rng, cfg, stage, rej)
         if drawn is None:
             continue
