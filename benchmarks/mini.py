@@ -159,11 +159,7 @@ def train_both(out: Path, init: Path, runs: dict[str, list[Path]], minutes: floa
     for name, p in procs.items():
         if p.returncode != 0:
             raise SystemExit(f"training {name} failed; see {logs[name]}")
-    trained = {}
-    for name in runs:
-        m = json.loads((out / f"run-{name}" / "metrics.json").read_text())
-        trained[name] = m
-    return trained
+    return {name: json.loads((out / f"run-{name}" / "metrics.json").read_text()) for name in runs}
 
 
 def bench(out: Path, corpus: Path, quick: bool) -> dict:

@@ -1091,19 +1091,22 @@ def generate(expert_dir, out, *, kinds=KINDS, count: int = 100, seed: int = 0, c
         manifest, skipped = JsonlAppender(out / MANIFEST_FILE), JsonlAppender(out / SKIPPED_FILE)
         finished = 0
         try:
-            base: tuple[Path | None, np.ndarray | None] = (None, None)  # the decoded photo, shared by its variants
+            from monet_cli.images import read_image
+            from monet_cli.planners.base import make_proxy
+
+            # the photo in hand, decoded once for all its variants: [path, image, proxy to crop from]
+            held: list = [None, None, None]
             for i, todo in plan:
                 key, path, variant, photo_key = units[i]
                 try:
+                    if held[0] != path:
+                        held = [path, read_image(path, draft=True), None]
                     if variant == 0:
-                        photo = prepare_photo(path, key, cfg)
+                        photo = prepare_photo(held[1], key, cfg)
                     else:
-                        if base[0] != path:
-                            from monet_cli.images import read_image
-                            from monet_cli.planners.base import make_proxy
-
-                            base = (path, make_proxy(read_image(path, draft=True), 2 * cfg["images"]["long_side"]))
-                        photo = prepare_photo(variant_pixels(base[1], photo_key, variant, seed, cfg), key, cfg)
+                        if held[2] is None:
+                            held[2] = make_proxy(held[1], 2 * cfg["images"]["long_side"])
+                        photo = prepare_photo(variant_pixels(held[2], photo_key, variant, seed, cfg), key, cfg)
                 except MonetError as e:
                     if not any(k == photo_key for k, _ in summary.failed_photos):  # once per photo, not per variant
                         summary.failed_photos.append((photo_key, str(e).replace(f"{path}: ", "", 1)))

@@ -45,6 +45,15 @@ class MergeResult:
                 "seconds": round(self.seconds, 2), "bytes": self.bytes}
 
 
+def copy_side_files(base, dest, *, skip=()) -> None:
+    """Copy the tokenizer, chat template, processor and marker files (:data:`SIDE_FILES`) that
+    ``base`` has, except ``skip``, into ``dest``: what makes a folder of weights a model folder."""
+    for name in SIDE_FILES:
+        src = Path(base) / name
+        if name not in skip and src.is_file():
+            shutil.copyfile(src, Path(dest) / name)
+
+
 def base_model_of(run_or_adapter) -> str:
     """The base model a run (or a bare adapter folder) was trained on, as a ``--model`` spec:
     the run's ``model.name``, else the adapter's ``base_model_name_or_path``."""
@@ -118,10 +127,7 @@ def merge(run_dir, out, *, model: str | None = None, dtype: str = "bfloat16", de
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     merged.save_pretrained(str(tmp), safe_serialization=True, max_shard_size="5GB")
-    for name in SIDE_FILES:
-        src = Path(base.path) / name
-        if src.is_file():
-            shutil.copyfile(src, tmp / name)
+    copy_side_files(base.path, tmp)
     (tmp / "README.md").write_text(
         f"---\nbase_model: {base.hub_id or spec}\ntags: [monet, monetgpt, photo-retouching, qwen-vl]\n---\n\n"
         f"# {out.name}\n\n{base.hub_id or spec} with the adapter of `{Path(run_dir)}` merged into its weights "

@@ -54,7 +54,7 @@ from monet_cli.errors import MonetError, UsageError
 from monet_cli.train.config import (ADAPTER, CONFIG_FILE, RESUME_SETTABLE, RunDirError, TrainConfig,
                                     TrainInterrupted, read_run_config, set_value, to_yaml, validate)
 from monet_cli.train.data import DataError, Encoder, Record, epoch_order, read_datasets, split_indices
-from monet_cli.train.merge import SIDE_FILES
+from monet_cli.train.merge import SIDE_FILES, copy_side_files
 
 CHECKPOINTS = "checkpoints"
 METRICS_LOG = "metrics.jsonl"
@@ -1008,9 +1008,7 @@ class _Loop:
             self.model.save_pretrained(str(tmp))
         finally:
             self.model.config.use_cache = use_cache
-        for name in SIDE_FILES:
-            if name != MARKER and (base / name).is_file():
-                shutil.copyfile(base / name, tmp / name)
+        copy_side_files(base, tmp, skip=(MARKER,))
         marker = {}
         if (base / MARKER).is_file():
             try:
