@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from monet_cli import models as mm
-from monet_cli.errors import UsageError
+from monet_cli.errors import MonetError, UsageError
 from monet_cli.planners.base import get_planner
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
@@ -65,6 +65,7 @@ def test_presets_are_complete_data():
 
         load_prompts(p.prompts)
         assert bool(p.hub_id) != bool(p.local_dir)
+        assert p.samples == (8 if p.name == "mini" else 1)  # mini plans from the mean of 8 sampled plans
     assert ps["monetgpt-7b"].gpu_memory_gb["4bit"] <= 8  # DESIGN.md target for 7B in 4-bit
     help_text = mm.memory_help()
     assert "monetgpt-7b: 7 / 10.5 / 17.5" in help_text and "tiny" not in help_text
@@ -184,6 +185,10 @@ def test_backend_options_are_checked(hf_cache):
         get_planner("openai", model="m", quant="4bit", endpoint="http://127.0.0.1:9/v1")
     with pytest.raises(UsageError, match="no option warp"):
         get_planner("qwen", warp=9)
+    with pytest.raises(UsageError, match="no option samples"):
+        get_planner("auto", samples=8)
+    with pytest.raises(UsageError, match="--samples is for --backend qwen"):
+        get_planner("openai", model="m", samples=8, endpoint="http://127.0.0.1:9/v1")
     with pytest.raises(mm.ModelNotFoundError):
         get_planner("qwen", model="monetgpt-7b", quant=None, adapter=None, endpoint=None)
     with pytest.raises(UsageError, match="unknown backend"):
@@ -225,3 +230,12 @@ def test_doctor_without_smoke_reports_the_machine(hf_cache, capsys):
     r = json.loads(capsys.readouterr().out)
     assert r["python"] == sys.version.split()[0] and "torch" in r["packages"] and "gpu" in r
     assert [p["name"] for p in r["presets"]][0] == "monetgpt-7b" and "smoke" not in r
+
+
+def test_preset_generation_samples_are_checked(tmp_path):
+    raw = {"name": "x", "description": "", "architecture": "qwen2-vl", "hub_id": "a/b", "generation": {"samples": 4}}
+    assert mm._preset_from(raw, tmp_path / "x.yaml").samples == 4
+    for bad in (0, 65, "8", 2.0):
+        raw["generation"]["samples"] = bad
+        with pytest.raises(MonetError, match="generation.samples"):
+            mm._preset_from(raw, tmp_path / "x.yaml")

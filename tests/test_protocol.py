@@ -302,3 +302,75 @@ def test_stageplans_from_the_protocol_pass_the_base_checks():
 
     sp = pr.run_stage(ScriptedChat(ANALYSIS, VALUES), "lighting")
     assert isinstance(_checked("lighting", sp), StagePlan)
+
+
+# ----------------------------------------------------------------------------- several samples at once
+
+
+class ScriptedBatchChat:
+    """A fake batching backend: per call, one prepared answer per conversation, in order."""
+
+    def __init__(self, *calls):
+        self.calls = list(calls)
+        self.sizes: list[int] = []
+        self.seen: list[list[list[dict]]] = []
+
+    def __call__(self, conversations):
+        self.sizes.append(len(conversations))
+        self.seen.append([[dict(m) for m in c] for c in conversations])
+        answers = self.calls.pop(0)
+        if isinstance(answers, BaseException):
+            raise answers
+        return answers
+
+
+def test_run_stages_answers_each_turn_as_one_batch():
+    chat = ScriptedBatchChat([ANALYSIS, NO_CHANGE, ANALYSIS],  # turn 1: three conversations
+                             [VALUES, "Exposure up by about 15."],  # turn 2: the two that need values
+                             ['```json\n{"Exposure": 15}\n```'])  # turn 3: the repair of the second
+    plans = pr.run_stages(chat, "lighting", 3)
+    assert chat.sizes == [3, 2, 1]
+    assert [p.status for p in plans] == ["ok", "no_change", "ok"]
+    assert plans[0].adjustments == {"Exposure": 18, "Highlights": -30} and plans[2].adjustments == {"Exposure": 15}
+    assert "no JSON object" in chat.seen[2][0][-1]["content"]  # the repair says why
+    assert len(chat.seen[1][1]) == 4 and chat.seen[1][1][2]["content"] == ANALYSIS
+
+
+def test_run_stages_records_a_failing_batch_on_the_conversations_it_held():
+    chat = ScriptedBatchChat([ANALYSIS, NO_CHANGE], ConnectionError("gone"))
+    a, b = pr.run_stages(chat, "lighting", 2)
+    assert a.status == "failed" and a.error == "ConnectionError: gone" and "--- analysis ---" in a.raw
+    assert b.status == "no_change"
+    short = ScriptedBatchChat([ANALYSIS])  # a backend that answers fewer conversations than asked
+    assert [p.status for p in pr.run_stages(short, "lighting", 2)] == ["failed", "failed"]
+
+
+def _sp(values=None, status=None, issue="x"):
+    from monet_cli.plan import Reasoning
+
+    values = values or {}
+    return StagePlan(status=status or ("ok" if values else "no_change"), adjustments=dict(values),
+                     reasoning=[Reasoning("a", issue, "s")])
+
+
+def test_consensus_is_the_mean_plan_with_left_out_ops_as_zero():
+    plans = [_sp({"Exposure": 40, "Contrast": 10}, issue="one"), _sp({"Exposure": 20}, issue="two"),
+             _sp(issue="none"), _sp({"Exposure": 30, "Contrast": -14}, issue="three")]
+    c = pr.consensus(plans)
+    assert c.status == "ok" and c.adjustments == {"Exposure": 23, "Contrast": -1}  # 90/4 = 22.5; -4/4
+    assert all(isinstance(v, int) for v in c.adjustments.values())
+    assert c.reasoning[0].issue == "two"  # the sampled plan nearest to the mean
+
+
+def test_consensus_of_disagreeing_or_idle_samples_changes_nothing():
+    c = pr.consensus([_sp({"Temperature": 30}), _sp({"Temperature": -30}), _sp({"Tint": 1})])
+    assert c.status == "no_change" and c.adjustments == {} and c.reasoning
+    idle = pr.consensus([_sp(issue="fine"), _sp(issue="fine too"), _sp({"Exposure": 1})])
+    assert idle.status == "no_change" and idle.reasoning[0].issue == "fine"
+
+
+def test_consensus_skips_failed_samples_and_fails_only_when_all_do():
+    failed = StagePlan(status="failed", error="unusable")
+    assert pr.consensus([failed, _sp({"Exposure": 20}), _sp({"Exposure": 30})]).adjustments == {"Exposure": 25}
+    c = pr.consensus([failed, StagePlan(status="failed", error="other")])
+    assert c.status == "failed" and c.error == "unusable"

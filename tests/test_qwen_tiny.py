@@ -172,3 +172,37 @@ def test_cli_models_tiny_and_doctor_smoke(tmp_path, monkeypatch, capsys):
     assert e.value.code == 0, report
     assert report["smoke"]["ok"] and set(report["smoke"]["stages"]) == set(STAGES)
     assert [p for p in report["presets"] if p["name"] == "tiny"][0]["present"]
+
+
+def test_generate_many_pads_on_the_left_and_matches_single_answers(tiny, proxy):
+    p = qwen.QwenPlanner(str(tiny), device="cpu")
+    image = pr.proxy_to_pil(proxy)
+    longer = MESSAGES + [{"role": "assistant", "content": "Dark."}, {"role": "user", "content": "Which values?"}]
+    kw = dict(max_new_tokens=8, temperature=0, min_pixels=p.resolved.min_pixels, max_pixels=p.resolved.max_pixels)
+    batch = qwen.generate_many(p.loaded, [MESSAGES, longer], image, **kw)
+    assert batch == [qwen.generate(p.loaded, MESSAGES, image, **kw), qwen.generate(p.loaded, longer, image, **kw)]
+    assert qwen.generate_many(p.loaded, [], image, **kw) == []
+
+
+def test_samples_give_a_repeatable_consensus_plan(tiny, proxy, monkeypatch):
+    from monet_cli.errors import UsageError
+    from monet_cli.planners.base import get_planner
+
+    p = get_planner("qwen", model=str(tiny), samples=3)
+    assert p.samples == 3 and qwen.QwenPlanner(str(tiny)).samples == 1  # the tiny preset: one plan
+    sizes = []
+    real = qwen.generate_many
+    monkeypatch.setattr(qwen, "generate_many", lambda loaded, convs, *a, **k: sizes.append(len(convs)) or
+                        real(loaded, convs, *a, **k))
+    a = p.plan_stage("lighting", proxy)
+    b = p.plan_stage("lighting", proxy)
+    assert sizes[0] == 3 and a.to_dict() == b.to_dict()  # three samples per batch; seeded: the same plan twice
+    from monet_cli.plan import Plan
+    from monet_cli.planners.base import plan_proxy
+
+    d = plan_proxy(proxy, p).to_dict()
+    assert d["planner"]["samples"] == 3 and Plan.from_dict(d).planner.samples == 3  # recorded, read back
+    assert "samples" not in plan_proxy(proxy, get_planner("auto")).to_dict()["planner"]
+    for bad in (0, 65, 2.5, True):
+        with pytest.raises(UsageError, match="--samples"):
+            get_planner("qwen", model=str(tiny), samples=bad)

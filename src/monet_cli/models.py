@@ -53,9 +53,16 @@ class Preset:
     max_pixels: int = 1280 * 28 * 28
     prompts: str = "monetgpt"
     temperature: float = 0.3
+    samples: int = 1  # > 1: plan each stage from the consensus (mean) of that many sampled plans
     max_new_tokens: dict = field(default_factory=lambda: {"analysis": 1024, "values": 256})
     gpu_memory_gb: dict = field(default_factory=dict)  # quant → GiB, estimated
     download_gb: float = 0.0
+
+
+def _samples(v) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 64:
+        raise ValueError(f"generation.samples must be a whole number from 1 to 64, got {v!r}")
+    return v
 
 
 def _preset_from(raw: dict, path: Path) -> Preset:
@@ -74,6 +81,7 @@ def _preset_from(raw: dict, path: Path) -> Preset:
             parameters_b=float(raw.get("parameters_b", 0)), quant=quant,
             min_pixels=int(px.get("min", 56 * 56)), max_pixels=int(px.get("max", 1280 * 28 * 28)),
             prompts=str(raw.get("prompts", "monetgpt")), temperature=float(gen.get("temperature", 0.3)),
+            samples=_samples(gen.get("samples", 1)),
             max_new_tokens={"analysis": 1024, "values": 256, **(gen.get("max_new_tokens") or {})},
             gpu_memory_gb={str(k): float(v) for k, v in (raw.get("gpu_memory_gb") or {}).items()},
             download_gb=float(raw.get("download_gb", 0)),

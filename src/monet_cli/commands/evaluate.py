@@ -245,6 +245,9 @@ def bench_restore_cmd(
     adapter: Optional[Path] = typer.Option(None, "--adapter", help="qwen: a peft adapter folder."),
     quant: Optional[str] = typer.Option(None, "--quant", help="qwen: 4bit, 8bit or none."),
     endpoint: Optional[str] = typer.Option(None, "--endpoint", help="openai: base URL."),
+    samples: Optional[int] = typer.Option(None, "--samples", help="qwen: plan each stage from the mean of N "
+                                                                  "sampled plans, generated as one batch "
+                                                                  "(default: the model preset's; mini: 8)."),
     style: str = typer.Option("balanced", "--style", "-s", help="Style the backend plans with."),
     kinds: Optional[str] = typer.Option(None, "--kinds", help="Comma-separated degradations (default: all 8 and "
                                                               "3 combinations): under, over, warm, cool, flat, "
@@ -284,7 +287,7 @@ def bench_restore_cmd(
     kind_list = [k.strip() for k in kinds.split(",") if k.strip()] if kinds else list(DEFAULT_KINDS)
     names = [n.strip() for n in photos.split(",") if n.strip()] if photos else None
     planner = get_planner(backend, model=model, adapter=str(adapter) if adapter else None, quant=quant,
-                          endpoint=endpoint)
+                          endpoint=endpoint, samples=samples)
     refs, failed = load_references(photo_dir, size=size, names=names)
     total = len(refs) * (1 + len(kind_list) * max(seeds, 1))
     with progress("benchmarking", enabled=not quiet and not as_json, total=total, transient=True) as bar:

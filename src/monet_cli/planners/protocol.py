@@ -17,6 +17,10 @@ harmless spelling variants to catalogue names (``hue adjustment red``, ``RedHue`
 values into range, and rejects strings, booleans, NaN and infinities. Prompts are data
 (``models/prompts/<set>.yaml``). A backend supplies only ``chat(messages) -> str``; the image
 goes with the first user message (as the published weights were trained).
+
+:func:`run_stages` holds several independent conversations about one photo turn by turn, for a
+backend that answers a batch at once (``chat_many``); :func:`consensus` makes one plan of their
+sampled answers (the mean plan).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from monet_cli.plan import Reasoning, StagePlan
 
 Message = dict  # {"role": "system" | "user" | "assistant", "content": str}
 Chat = Callable[[list], str]
+ChatMany = Callable[[list], list]  # conversations → one answer each
 RAW_LIMIT = 20_000  # characters of model text kept in a failed stage's ``raw``
 
 
@@ -357,45 +362,110 @@ def run_stage(chat: Chat, stage: str, *, prompts: PromptSet | str = "monetgpt", 
     an unusable answer, after one repair turn, or a failing ``chat`` gives a ``failed`` StagePlan
     with ``error`` and ``raw``. ``chat(messages)`` sees the whole conversation each time; the
     backend attaches the photo to the first user message."""
+    return run_stages(lambda conversations: [chat(m) for m in conversations], stage, 1, prompts=prompts,
+                      style=style, instructions=instructions)[0]
+
+
+def run_stages(chat_many: ChatMany, stage: str, n: int, *, prompts: PromptSet | str = "monetgpt",
+               style: str = "balanced", instructions: str | None = None) -> list[StagePlan]:
+    """``n`` independent conversations of :func:`run_stage` about the same photo, turn by turn:
+    ``chat_many(conversations)`` answers a list of conversations at once (a backend batches
+    them; sampled answers differ). Same rules as :func:`run_stage`; a failing ``chat_many``
+    fails the conversations it was asked to answer."""
     if isinstance(prompts, str):
         prompts = load_prompts(prompts)
-    messages: list[Message] = [
+    start: list[Message] = [
         {"role": "system", "content": prompts.system},
         {"role": "user", "content": analysis_prompt(stage, prompts=prompts, style=style, instructions=instructions)},
     ]
-    turns: list[tuple[str, str]] = []
-    reasoning: list[Reasoning] = []
-    try:
-        analysis = str(chat(messages))
-        turns.append(("analysis", analysis))
-        reasoning = parse_reasoning(analysis)
-        if says_no_change(analysis, prompts):
-            return StagePlan(status="no_change", reasoning=reasoning or [_no_change_reason(analysis)])
-        messages += [{"role": "assistant", "content": analysis},
-                     {"role": "user", "content": values_prompt(stage, prompts=prompts, style=style,
-                                                               instructions=instructions)}]
-        answer = str(chat(messages))
-        turns.append(("values", answer))
+    plans: list[StagePlan | None] = [None] * n
+    convs = [list(start) for _ in range(n)]
+    turns: list[list[tuple[str, str]]] = [[] for _ in range(n)]
+    reasoning: list[list[Reasoning]] = [[] for _ in range(n)]
+    first_error: list[AnswerError | None] = [None] * n
+
+    def ask(todo: list[int], label: str) -> list[tuple[int, str]]:
         try:
-            values = read_values(stage, answer)
+            answers = list(chat_many([convs[i] for i in todo]))
+            if len(answers) != len(todo):
+                raise RuntimeError(f"the backend gave {len(answers)} answers to {len(todo)} conversations")
+        except Exception as e:  # the backend failed (network, CUDA, …): record, do not raise
+            for i in todo:
+                plans[i] = StagePlan(status="failed", reasoning=reasoning[i], raw=_raw(turns[i]) if turns[i] else None,
+                                     error=_error_text(e))
+            return []
+        out = []
+        for i, a in zip(todo, answers):
+            turns[i].append((label, str(a)))
+            out.append((i, str(a)))
+        return out
+
+    values_todo = []
+    for i, analysis in ask(list(range(n)), "analysis"):
+        reasoning[i] = parse_reasoning(analysis)
+        if says_no_change(analysis, prompts):
+            plans[i] = StagePlan(status="no_change", reasoning=reasoning[i] or [_no_change_reason(analysis)])
+            continue
+        convs[i] = convs[i] + [{"role": "assistant", "content": analysis},
+                               {"role": "user", "content": values_prompt(stage, prompts=prompts, style=style,
+                                                                         instructions=instructions)}]
+        values_todo.append(i)
+
+    def finish(i: int, values: dict[str, float]) -> None:
+        if not values:
+            plans[i] = StagePlan(status="no_change", reasoning=reasoning[i] or [_no_change_reason(turns[i][-1][1])])
+        else:
+            plans[i] = StagePlan(status="ok", adjustments=values, reasoning=reasoning[i])
+
+    repair_todo = []
+    for i, answer in ask(values_todo, "values"):
+        try:
+            finish(i, read_values(stage, answer))
         except AnswerError as first:
             if "no json object" in str(first).lower() and says_no_change(answer, prompts):
-                return StagePlan(status="no_change", reasoning=reasoning or [_no_change_reason(answer)])
-            messages += [{"role": "assistant", "content": answer},
-                         {"role": "user", "content": repair_prompt(stage, str(first), prompts=prompts)}]
-            repaired = str(chat(messages))
-            turns.append(("repair", repaired))
-            try:
-                values = read_values(stage, repaired)
-            except AnswerError as second:
-                return StagePlan(status="failed", reasoning=reasoning, raw=_raw(turns),
-                                 error=f"the model's answer could not be used: {first}; after a repair turn: {second}")
-    except Exception as e:  # the backend failed (network, CUDA, …): record, do not raise
-        return StagePlan(status="failed", reasoning=reasoning, raw=_raw(turns) if turns else None,
-                         error=_error_text(e))
-    if not values:
-        return StagePlan(status="no_change", reasoning=reasoning or [_no_change_reason(turns[-1][1])])
-    return StagePlan(status="ok", adjustments=values, reasoning=reasoning)
+                plans[i] = StagePlan(status="no_change", reasoning=reasoning[i] or [_no_change_reason(answer)])
+                continue
+            first_error[i] = first
+            convs[i] = convs[i] + [{"role": "assistant", "content": answer},
+                                   {"role": "user", "content": repair_prompt(stage, str(first), prompts=prompts)}]
+            repair_todo.append(i)
+    for i, repaired in ask(repair_todo, "repair"):
+        try:
+            finish(i, read_values(stage, repaired))
+        except AnswerError as second:
+            plans[i] = StagePlan(status="failed", reasoning=reasoning[i], raw=_raw(turns[i]),
+                                 error=f"the model's answer could not be used: {first_error[i]}; "
+                                       f"after a repair turn: {second}")
+    return [p if p is not None else StagePlan(status="failed", error="no answer") for p in plans]
+
+
+def consensus(plans: list[StagePlan]) -> StagePlan:
+    """One plan from several sampled plans of a stage: each operation's *mean* value over the
+    plans that did not fail, an operation a plan leaves out (or a no-change plan) counting as 0,
+    rounded to whole steps (halves away from zero); below one step it is dropped. Where the model is unsure whether a
+    stage needs anything, or which way to go, its samples disagree and the mean shrinks towards
+    leaving the photo alone; where it is sure, they agree. The mean is the plan that minimises
+    the expected squared error of the values under the model's own distribution; greedy
+    decoding, digit by digit, is not calibrated that way (it favours the most frequent first
+    digit). The reasoning is that of the sampled plan nearest to the mean. All failed: the
+    first failure."""
+    ok = [p for p in plans if p.status != "failed"]
+    if not ok:
+        return plans[0] if plans else StagePlan(status="failed", error="no plans to combine")
+    ops = sorted({k for p in ok for k in p.adjustments})
+    mean = {k: sum(float(p.adjustments.get(k, 0.0)) for p in ok) / len(ok) for k in ops}
+    values = {}
+    for k, v in mean.items():
+        r = math.copysign(math.floor(abs(v) + 0.5), v)  # halves away from zero
+        if r != 0:
+            values[k] = int(r)
+    nearest = min(ok, key=lambda p: sum((float(p.adjustments.get(k, 0.0)) - values.get(k, 0)) ** 2 for k in ops))
+    if values:
+        return StagePlan(status="ok", adjustments=values, reasoning=list(nearest.reasoning))
+    if nearest.status == "no_change":
+        return StagePlan(status="no_change", reasoning=list(nearest.reasoning) or [_no_change_reason("")])
+    return StagePlan(status="no_change", reasoning=[_no_change_reason(
+        f"The {len(ok)} sampled plans disagree; their mean changes nothing.")])
 
 
 # ----------------------------------------------------------------------------- the photo

@@ -8,7 +8,9 @@ every planner and photo; generation is serialised by a lock, so batches may run 
 
 The conversation is :func:`monet_cli.planners.protocol.run_stage`; this module only turns
 messages into Qwen's chat format (ChatML with the image at the start of the first user turn,
-exactly what Qwen's own chat template writes for one image) and generates.
+exactly what Qwen's own chat template writes for one image) and generates. With ``samples``
+N > 1 each stage is N sampled conversations generated as one left-padded batch
+(:func:`generate_many`), combined by :func:`monet_cli.planners.protocol.consensus`.
 
 Nothing here imports torch, transformers, peft or bitsandbytes at module level. The processor
 is an image-only :class:`Qwen2VLProcessor`: transformers 5 would otherwise build a video
@@ -29,7 +31,7 @@ from monet_cli.catalog import STAGES
 from monet_cli.errors import MonetError, UsageError
 from monet_cli.models import QUANTS, ResolvedModel, cuda_available, require_ml, resolve_model
 from monet_cli.plan import StagePlan
-from monet_cli.planners.protocol import Message, load_prompts, proxy_to_pil, run_stage
+from monet_cli.planners.protocol import Message, consensus, load_prompts, proxy_to_pil, run_stage, run_stages
 
 BIG_MODEL_BYTES = 2 * 1024**3  # above this, CPU runs are slow enough to warn, and use bf16
 # Kept in full precision: the output head and the vision encoder (small, and sensitive to
@@ -37,6 +39,8 @@ BIG_MODEL_BYTES = 2 * 1024**3  # above this, CPU runs are slow enough to warn, a
 # prefixes or suffixes ("model.visual"), so both spellings are given.
 SKIP_QUANT = ["lm_head", "visual", "model.visual"]
 IMAGE_TOKENS = "<|vision_start|><|image_pad|><|vision_end|>"
+SAMPLE_TEMPERATURE = 1.0  # samples for a consensus plan come from the model's own distribution
+MAX_SAMPLES = 64
 
 
 def _need(pkg: str, what: str):
@@ -198,10 +202,23 @@ def generate(loaded: LoadedModel, messages: list[Message], image, *, max_new_tok
              max_pixels: int = 1280 * 28 * 28) -> str:
     """One assistant answer to ``messages`` about ``image`` (a PIL image). ``temperature`` 0
     is greedy; otherwise sampling, seeded with ``seed`` for repeatable plans."""
+    return generate_many(loaded, [messages], image, max_new_tokens=max_new_tokens, temperature=temperature,
+                         seed=seed, min_pixels=min_pixels, max_pixels=max_pixels)[0]
+
+
+def generate_many(loaded: LoadedModel, conversations: list[list[Message]], image, *, max_new_tokens: int = 1024,
+                  temperature: float = 0.3, seed: int | None = 0, min_pixels: int = 56 * 56,
+                  max_pixels: int = 1280 * 28 * 28) -> list[str]:
+    """One answer to each conversation about the same ``image``, generated as one batch (left
+    padded): on a CPU, 8 sampled answers of a small model take about as long as one."""
     import torch
 
+    if not conversations:
+        return []
     proc = loaded.processor
-    inputs = proc(text=[chatml(messages)], images=[image], return_tensors="pt",
+    n = len(conversations)
+    inputs = proc(text=[chatml(m) for m in conversations], images=[image] * n, return_tensors="pt",
+                  padding=True, padding_side="left",
                   images_kwargs={"size": {"shortest_edge": int(min_pixels), "longest_edge": int(max_pixels)}})
     inputs = inputs.to(loaded.model.device)
     tok = loaded.tokenizer
@@ -217,8 +234,8 @@ def generate(loaded: LoadedModel, messages: list[Message], image, *, max_new_tok
         if seed is not None:
             torch.manual_seed(int(seed))
         out = loaded.model.generate(**inputs, **gen)
-    new = out[0, inputs["input_ids"].shape[1]:]
-    return tok.decode(new, skip_special_tokens=True).strip()
+    start = inputs["input_ids"].shape[1]
+    return [tok.decode(row[start:], skip_special_tokens=True).strip() for row in out]
 
 
 # ----------------------------------------------------------------------------- planner
@@ -254,7 +271,8 @@ class QwenPlanner:
 
     def __init__(self, model: str | None = None, *, adapter=None, quant: str | None = None,
                  device: str | None = None, dtype: str | None = None, temperature: float | None = None,
-                 max_new_tokens: int | None = None, seed: int | None = 0, prompts: str | None = None):
+                 max_new_tokens: int | None = None, seed: int | None = 0, prompts: str | None = None,
+                 samples: int | None = None):
         if adapter is not None:
             from monet_cli.train.config import is_full_run, run_base_model
 
@@ -288,6 +306,10 @@ class QwenPlanner:
             budget = {"analysis": int(max_new_tokens), "values": int(max_new_tokens)}
         self.max_new_tokens = budget
         self.seed = seed
+        samples = samples if samples is not None else (preset.samples if preset else 1)
+        if isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= MAX_SAMPLES:
+            raise UsageError(f"--samples must be a whole number from 1 to {MAX_SAMPLES}, got {samples!r}")
+        self.samples = samples
         self.prompts = load_prompts(prompts or self.resolved.prompts)
         self.loaded = load_model(self.resolved.path, adapter=self.adapter and Path(self.adapter).expanduser(),
                                  quant=self.quant, device=self.device, dtype=self.dtype)
@@ -300,24 +322,41 @@ class QwenPlanner:
         concurrency = options.pop("concurrency", 1)
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise UsageError(f"--concurrency must be a positive integer, got {concurrency!r}")
-        known = {"model", "adapter", "quant", "device", "dtype", "temperature", "max_new_tokens", "seed", "prompts"}
+        known = {"model", "adapter", "quant", "device", "dtype", "temperature", "max_new_tokens", "seed", "prompts",
+                 "samples"}
         unknown = set(options) - known
         if unknown:
             raise UsageError(f"the qwen backend takes no option {', '.join(sorted(unknown))}")
         return cls(**options)
 
+    def _seed(self, stage: str, turn: int) -> int | None:
+        """One seed per (plan seed, stage, turn): repeatable, not repetitive."""
+        if self.seed is None:
+            return None
+        return int(self.seed) * 1000 + (STAGES.index(stage) if stage in STAGES else 0) * 10 + turn
+
     def chat(self, messages: list[Message], image, *, turn: int = 0, stage: str = "") -> str:
         kind = "analysis" if turn == 0 else "values"
-        seed = None
-        if self.seed is not None:  # one seed per (plan seed, stage, turn): repeatable, not repetitive
-            seed = int(self.seed) * 1000 + (STAGES.index(stage) if stage in STAGES else 0) * 10 + turn
         return generate(self.loaded, messages, image, max_new_tokens=self.max_new_tokens[kind],
-                        temperature=self.temperature, seed=seed, min_pixels=self.resolved.min_pixels,
+                        temperature=self.temperature, seed=self._seed(stage, turn), min_pixels=self.resolved.min_pixels,
                         max_pixels=self.resolved.max_pixels)
+
+    def chat_many(self, conversations: list[list[Message]], image, *, turn: int = 0, stage: str = "") -> list[str]:
+        """Sampled answers (:data:`SAMPLE_TEMPERATURE`) to several conversations, one batch."""
+        kind = "analysis" if turn == 0 else "values"
+        return generate_many(self.loaded, conversations, image, max_new_tokens=self.max_new_tokens[kind],
+                             temperature=SAMPLE_TEMPERATURE, seed=self._seed(stage, turn),
+                             min_pixels=self.resolved.min_pixels, max_pixels=self.resolved.max_pixels)
 
     def plan_stage(self, stage: str, proxy: np.ndarray, *, style: str = "balanced", instructions: str | None = None,
                    previous: dict[str, StagePlan] | None = None) -> StagePlan:
+        """One conversation (``samples`` 1), or the :func:`consensus` of ``samples`` sampled
+        conversations, generated together."""
         image = proxy_to_pil(proxy)
         turns = iter(range(3))
-        return run_stage(lambda msgs: self.chat(msgs, image, turn=next(turns), stage=stage), stage,
-                         prompts=self.prompts, style=style, instructions=instructions)
+        if self.samples == 1:
+            return run_stage(lambda msgs: self.chat(msgs, image, turn=next(turns), stage=stage), stage,
+                             prompts=self.prompts, style=style, instructions=instructions)
+        plans = run_stages(lambda convs: self.chat_many(convs, image, turn=next(turns), stage=stage), stage,
+                           self.samples, prompts=self.prompts, style=style, instructions=instructions)
+        return consensus(plans)
