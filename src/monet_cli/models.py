@@ -59,9 +59,14 @@ class Preset:
     download_gb: float = 0.0
 
 
-def _samples(v) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 64:
-        raise ValueError(f"generation.samples must be a whole number from 1 to 64, got {v!r}")
+MAX_SAMPLES = 64
+
+
+def checked_samples(v, what: str = "generation.samples", error=ValueError) -> int:
+    """``v`` if it is a valid number of sampled plans per stage (1 … :data:`MAX_SAMPLES`), else
+    ``error`` naming ``what``: one rule for preset files and the ``--samples`` option."""
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_SAMPLES:
+        raise error(f"{what} must be a whole number from 1 to {MAX_SAMPLES}, got {v!r}")
     return v
 
 
@@ -81,7 +86,7 @@ def _preset_from(raw: dict, path: Path) -> Preset:
             parameters_b=float(raw.get("parameters_b", 0)), quant=quant,
             min_pixels=int(px.get("min", 56 * 56)), max_pixels=int(px.get("max", 1280 * 28 * 28)),
             prompts=str(raw.get("prompts", "monetgpt")), temperature=float(gen.get("temperature", 0.3)),
-            samples=_samples(gen.get("samples", 1)),
+            samples=checked_samples(gen.get("samples", 1)),
             max_new_tokens={"analysis": 1024, "values": 256, **(gen.get("max_new_tokens") or {})},
             gpu_memory_gb={str(k): float(v) for k, v in (raw.get("gpu_memory_gb") or {}).items()},
             download_gb=float(raw.get("download_gb", 0)),

@@ -29,7 +29,7 @@ import numpy as np
 
 from monet_cli.catalog import STAGES
 from monet_cli.errors import MonetError, UsageError
-from monet_cli.models import QUANTS, ResolvedModel, cuda_available, require_ml, resolve_model
+from monet_cli.models import QUANTS, ResolvedModel, checked_samples, cuda_available, require_ml, resolve_model
 from monet_cli.plan import StagePlan
 from monet_cli.planners.protocol import Message, consensus, load_prompts, proxy_to_pil, run_stage, run_stages
 
@@ -40,7 +40,6 @@ BIG_MODEL_BYTES = 2 * 1024**3  # above this, CPU runs are slow enough to warn, a
 SKIP_QUANT = ["lm_head", "visual", "model.visual"]
 IMAGE_TOKENS = "<|vision_start|><|image_pad|><|vision_end|>"
 SAMPLE_TEMPERATURE = 1.0  # samples for a consensus plan come from the model's own distribution
-MAX_SAMPLES = 64
 
 
 def _need(pkg: str, what: str):
@@ -306,10 +305,8 @@ class QwenPlanner:
             budget = {"analysis": int(max_new_tokens), "values": int(max_new_tokens)}
         self.max_new_tokens = budget
         self.seed = seed
-        samples = samples if samples is not None else (preset.samples if preset else 1)
-        if isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= MAX_SAMPLES:
-            raise UsageError(f"--samples must be a whole number from 1 to {MAX_SAMPLES}, got {samples!r}")
-        self.samples = samples
+        self.samples = (checked_samples(samples, "--samples", UsageError) if samples is not None
+                        else preset.samples if preset else 1)
         self.prompts = load_prompts(prompts or self.resolved.prompts)
         self.loaded = load_model(self.resolved.path, adapter=self.adapter and Path(self.adapter).expanduser(),
                                  quant=self.quant, device=self.device, dtype=self.dtype)
