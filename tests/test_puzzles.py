@@ -169,7 +169,9 @@ def test_puzzle_b_ranking_best_and_restoring_value(dataset):
         assert _last_json(chat) == t["answer"]
         x = png(dataset / r["images"][t["x"] - 1])
         back = working_to_srgb8(render_linear(srgb8_to_working(x), t["answer"]))
-        assert mean_delta_e2000(expert, back) <= cfg["max_restore_delta_e"] + 0.3
+        limit = max(cfg["max_restore_delta_e"], cfg["max_restore_share"] * t["delta_e"][t["x"] - 1])
+        assert t["restore_delta_e"] <= limit
+        assert mean_delta_e2000(expert, back) <= limit + 0.3
 
 
 def test_puzzle_c_restores_the_expert_and_asks_like_the_planner(dataset):
@@ -201,7 +203,9 @@ def test_puzzle_c_restores_the_expert_and_asks_like_the_planner(dataset):
         negated = working_to_srgb8(render_linear(srgb8_to_working(puzzle), minus))
         # re-applying the answer gets back to the expert image: within the config's tolerance
         # (checked at the small check size when generated) plus a margin for full size
-        assert mean_delta_e2000(expert, back) <= cfg["max_restore_delta_e"] + 0.3
+        limit = max(cfg["max_restore_delta_e"], cfg["max_restore_share"] * t["delta_e"])
+        assert t["restore_delta_e"] <= limit
+        assert mean_delta_e2000(expert, back) <= limit + 0.3
         assert mean_delta_e2000(expert, back) <= mean_delta_e2000(expert, negated) + 0.1
     assert n_degraded >= 3
 
@@ -217,6 +221,38 @@ def test_negation_is_not_the_inverse_of_saturation_but_the_solved_answer_is():
     # Exposure is a gain: its negation is exact
     puzzle8 = working_to_srgb8(render_linear(photo.linear, {"Exposure": -30}))
     assert pz.solve_restore(puzzle8, photo, {"Exposure": -30}, cfg)["answer"] == {"Exposure": 30}
+
+
+def test_a_clipped_over_exposure_is_a_puzzle_whose_answer_darkens():
+    """+Exposure clips in the 8-bit save: the restoration is partial, yet "darken" is the
+    answer. Such draws pass within max_restore_share of the damage; share 0 rejects them,
+    which once left the data with far more "brighten" than "darken" answers."""
+    cfg = small_config()
+    photo = pz.prepare_photo(srgb8_to_working(fx.astronaut(step=4)), "astro", cfg)
+    over = {"Exposure": 70}
+    puzzle8 = working_to_srgb8(render_linear(photo.linear, over))
+    r = pz.solve_restore(puzzle8, photo, over, cfg)
+    damage = pz._visible(photo, over)
+    assert r["answer"] == {"Exposure": -70}
+    assert cfg["max_restore_delta_e"] < r["restore_delta_e"] <= 0.5 * damage  # partly lost, mostly undone
+    assert pz.restorable(r["restore_delta_e"], damage, cfg)
+    assert not pz.restorable(r["restore_delta_e"], damage, {**cfg, "max_restore_share": 0})
+    assert pz.restorable(1.0, 100.0, {**cfg, "max_restore_share": 0})  # the absolute bound still holds
+
+    # C draws of one lighting op at ±69 (a σ so small that every draw falls back to the minimum
+    # magnitude, with a random sign): the over-exposures pass with the share, not without it
+    only = {**cfg, "stages": {"lighting": 1, "color": 0, "hsl": 0}, "c": {**cfg["c"], "ops": {"1": 1}, "no_change": 0},
+            "sigma": {"default": 0.01}, "min_magnitude": 69, "clip": 70}
+
+    def darkening(conf) -> int:
+        drafts = [pz.make_c(photo, pz.sample_rng(0, "astro", i, 1), conf) for i in range(60)]
+        return sum(1 for d in drafts if d and d.truth["perturbation"] == {"Exposure": 69}
+                   and d.truth["answer"] == {"Exposure": -69})
+
+    assert darkening(only) >= 1 and darkening({**only, "max_restore_share": 0}) == 0
+    for bad in (-0.1, 1.0, True, "half"):
+        with pytest.raises(UsageError, match="max_restore_share"):
+            small_config(max_restore_share=bad)
 
 
 def _kind(dataset, kind):
@@ -353,6 +389,10 @@ def test_stats_count_and_plot(dataset, tmp_path):
     assert sum(sum(v.values()) for v in s["stages"].values()) == len(records)
     n_values = sum(len(pz.answer_values(r)) for r in records)
     assert sum(o["n"] for o in s["ops"].values()) == n_values
+    for op, o in s["ops"].items():  # the sign balance counts every answer of the op
+        vals = [v for r in records for k, v in pz.answer_values(r).items() if k == op]
+        assert (o["down"], o["up"]) == (sum(v < 0 for v in vals), sum(v > 0 for v in vals))
+        assert o["down"] + o["up"] == o["n"]  # answers are never 0
     assert sum(sum(v.values()) for v in s["ranges"].values()) == n_values
     assert s["restore_delta_e"]["mean"] <= s["negated_delta_e"]["mean"]
     path = pz.plot_values(dataset, tmp_path / "values.png")

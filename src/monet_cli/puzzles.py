@@ -22,8 +22,11 @@ negated perturbation is the exact inverse only for Exposure (a gain); Saturation
 white balance compose non-linearly. :func:`solve_restore` finds the values of the puzzle's
 ops that bring the *saved* puzzle image back to the expert image (Levenberg–Marquardt on
 sRGB-encoded pixels, started at the negated perturbation), rounds them to integers, and
-keeps them if they restore better than the negation. A draw whose best restoration stays
-above ``max_restore_delta_e`` (information clipped away by the 8-bit save) is rejected.
+keeps them if they restore better than the negation. A draw is rejected when its best
+restoration stays above ``max_restore_delta_e`` *and* above a share ``max_restore_share`` of
+the damage (the degraded image's ΔE): clipping by the 8-bit save makes over-exposure and
+over-saturation only partly recoverable, and rejecting every such draw would leave the data
+with few "darken" and "desaturate" answers (:func:`restorable`).
 
 Sampling follows ``models/puzzles/default.yaml`` (documented there); draws whose change is
 invisible (mean ΔE2000 below a threshold, e.g. an HSL op on a colour the photo lacks) are
@@ -236,6 +239,9 @@ def _validate(cfg: dict) -> None:
             raise UsageError(f"sampling setting {k} must be a name")
     if not 0 < cfg["max_restore_delta_e"] <= 100:
         raise UsageError("sampling setting max_restore_delta_e must be in (0, 100]")
+    share = cfg["max_restore_share"]
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share < 1:
+        raise UsageError(f"sampling setting max_restore_share must be in [0, 1), got {share!r}")
     v = cfg["visibility"]
     if not isinstance(v["max_tries"], int) or v["max_tries"] < 1:
         raise UsageError("sampling setting visibility.max_tries must be a positive integer")
@@ -551,6 +557,14 @@ def solve_values(src: np.ndarray, target_linear: np.ndarray, names: list[str], x
     return {n: float(v) for n, v in zip(names, x)}
 
 
+def restorable(restore_de: float, damage_de: float, cfg: dict) -> bool:
+    """Whether a restoration that leaves ``restore_de`` of a degradation that did
+    ``damage_de`` (both mean ΔE2000 at check size) makes a puzzle: within
+    ``max_restore_delta_e``, or within a share ``max_restore_share`` of the damage (a clipped
+    over-exposure cannot be fully undone, but darkening it is still the right answer)."""
+    return restore_de <= max(float(cfg["max_restore_delta_e"]), float(cfg["max_restore_share"]) * damage_de)
+
+
 def _restore_de(puzzle_small: np.ndarray, target8: np.ndarray, values: dict) -> float:
     return delta_e(target8, _srgb8(_render(puzzle_small, {k: v for k, v in values.items() if v})))
 
@@ -658,7 +672,7 @@ def make_b(photo: Photo, rng: np.random.Generator, cfg: dict) -> Draft | None:
         restore = x = None
         for cand in rng.permutation([n for n in range(1, 5) if n != best]):  # Image X: one that can be restored
             r = solve_restore(images[int(cand) - 1], photo, {op: shown_values[int(cand) - 1]}, cfg)
-            if op in r["answer"] and r["restore_delta_e"] <= cfg["max_restore_delta_e"]:
+            if op in r["answer"] and restorable(r["restore_delta_e"], shown_de[int(cand) - 1], cfg):
                 restore, x = r, int(cand)
                 break
         if restore is None:
@@ -729,7 +743,7 @@ def make_c(photo: Photo, rng: np.random.Generator, cfg: dict) -> Draft | None:
         pert, per_op, total = drawn
         puzzle8 = _srgb8(_render(photo.linear, pert))
         restore = solve_restore(puzzle8, photo, pert, cfg)
-        if restore["restore_delta_e"] > cfg["max_restore_delta_e"] or not restore["answer"]:
+        if not restore["answer"] or not restorable(restore["restore_delta_e"], total, cfg):
             _reject(rej, "unrecoverable")
             continue
         plan[stage] = restore["answer"]
@@ -1212,7 +1226,9 @@ def dataset_stats(dataset) -> dict:
         vals = np.array(ops[op]["values"], dtype=float)
         ops_out[op] = {"stage": ops[op]["stage"], "count": ops[op]["count"], "n": int(vals.size),
                        "min": float(vals.min()), "max": float(vals.max()), "mean": round(float(vals.mean()), 2),
-                       "mean_abs": round(float(np.abs(vals).mean()), 2)}
+                       "mean_abs": round(float(np.abs(vals).mean()), 2),
+                       # the sign balance: a model learns the side it sees more often
+                       "up": int((vals > 0).sum()), "down": int((vals < 0).sum())}
     reasoning = {}
     rdir = Path(dataset) / REASONING_DIR
     if rdir.is_dir():

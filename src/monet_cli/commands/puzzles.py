@@ -148,11 +148,11 @@ def _print_stats(s: dict) -> None:
     con.print(t)
     if s["ops"]:
         t = Table(title="answer values per op")
-        for c in ("op", "stage", "A", "B", "C", "min", "max", "mean |v|"):
+        for c in ("op", "stage", "A", "B", "C", "min", "max", "mean |v|", "− / +"):
             t.add_column(c, justify="left" if c in ("op", "stage") else "right")
         for op, o in s["ops"].items():
             t.add_row(op, o["stage"], *(str(o["count"][k]) for k in ("a", "b", "c")), f"{o['min']:+g}",
-                      f"{o['max']:+g}", f"{o['mean_abs']:.1f}")
+                      f"{o['max']:+g}", f"{o['mean_abs']:.1f}", f"{o['down']} / {o['up']}")
         con.print(t)
     from monet_cli.reasoning import INTENSITY_LEGEND
 
