@@ -206,3 +206,26 @@ def test_samples_give_a_repeatable_consensus_plan(tiny, proxy, monkeypatch):
     for bad in (0, 65, 2.5, True):
         with pytest.raises(UsageError, match="--samples"):
             get_planner("qwen", model=str(tiny), samples=bad)
+
+
+def test_edit_stage_replans_with_the_recorded_samples(tiny, proxy, tmp_path, monkeypatch):
+    """A plan made from N samples re-plans its later stages from N samples too (the
+    sidecar's planner block, not the preset's default)."""
+    from PIL import Image
+
+    from monet_cli.planners.base import get_planner
+    from monet_cli.sidecars import edit_stage, plan_to_sidecar, read_sidecar
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray((np.clip(proxy, 0, 1) ** (1 / 2.2) * 255).astype(np.uint8)).save(photo)
+    plan_to_sidecar(photo, get_planner("qwen", model=str(tiny), samples=2))
+    assert read_sidecar(photo)[0].planner.samples == 2
+    sizes = []
+    real = qwen.generate_many
+    monkeypatch.setattr(qwen, "generate_many", lambda loaded, convs, *a, **k: sizes.append(len(convs)) or
+                        real(loaded, convs, *a, **k))
+    out = edit_stage(photo, "lighting", set_values={"Exposure": 12.0})
+    plan = read_sidecar(photo)[0]
+    assert out.plan.stages["lighting"].adjustments == {"Exposure": 12.0} and plan.stages["lighting"].locked
+    assert sizes and set(sizes) == {2}  # colour and HSL re-planned, two samples per batch
+    assert plan.planner.samples == 2 and len(plan.history) == 1
