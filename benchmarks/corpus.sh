@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Gather free-to-use photographs reachable on a Debian machine into a corpus folder for
 # monet-mini (benchmarks/mini.py): scikit-image's bundled colour photos and the photographic
-# wallpapers of the Debian packages mate-backgrounds (nature/), lomiri-wallpapers-16.04 and
-# lomiri-wallpapers-20.04 (installed with apt-get when missing). Images are copied, never
-# committed. Writes:
+# wallpapers of the Debian packages mate-backgrounds (nature/), lomiri-wallpapers-16.04,
+# lomiri-wallpapers-20.04 and plasma-workspace-wallpapers (its photographs only, listed in
+# PLASMA below; the rest are illustrations) (installed with apt-get when missing). Images are
+# copied, never committed; the KDE wallpapers (up to 5120 px) are saved as PNG shrunk to at
+# most 2048 px. Writes:
 #   OUT/train/*       photos for puzzles and training
 #   OUT/heldout/*     a fixed subset kept out of training, for evaluation (HELDOUT below)
 #   OUT/manifest.json one entry per image: file, split, source, licence, copyright holder
@@ -13,7 +15,9 @@
 set -euo pipefail
 OUT=${1:?usage: benchmarks/corpus.sh OUT_DIR}
 PY=${PYTHON:-python3}
-PKGS="mate-backgrounds lomiri-wallpapers-16.04 lomiri-wallpapers-20.04"
+PKGS="mate-backgrounds lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 plasma-workspace-wallpapers"
+# The photographs among plasma-workspace-wallpapers (folder names under /usr/share/wallpapers).
+PLASMA="FallenLeaf Path DarkestHour summer_1am EveningGlow Grey ColorfulCups OneStandsOut ColdRipple BytheWater"
 # Not photographs (illustrations, patterns, paintings): left out.
 EXCLUDE="analogpattern_by_Peter_Nerlich.jpg Painting-Colors_by__herobrine7gamer.jpg Fossa_by_Jasper_Roks.jpg Infinite-Sea_by_Aury88.jpg"
 # Held out of training, scored by `monet bench restore`: one per source, varied content.
@@ -28,11 +32,12 @@ if [ -n "$missing" ]; then
 fi
 
 mkdir -p "$OUT/train" "$OUT/heldout"
-"$PY" - "$OUT" "$EXCLUDE" "$HELDOUT" $PKGS <<'PYEOF'
+"$PY" - "$OUT" "$EXCLUDE" "$HELDOUT" "$PLASMA" $PKGS <<'PYEOF'
 import json, re, shutil, subprocess, sys
 from pathlib import Path
 
-out, exclude, heldout, pkgs = Path(sys.argv[1]), set(sys.argv[2].split()), set(sys.argv[3].split()), sys.argv[4:]
+out, exclude, heldout, plasma = Path(sys.argv[1]), set(sys.argv[2].split()), set(sys.argv[3].split()), sys.argv[4].split()
+pkgs = sys.argv[5:]
 entries, licences = [], []
 
 def place(src: Path, name: str) -> Path:
@@ -67,6 +72,24 @@ for pkg in pkgs:
         cop = re.search(r"^Copyright:(.*(?:\n[ \t].*)*)", block, re.M)
         if files and lic:
             stanzas.append((files.group(1).split(), lic.group(1).strip(), " ".join(cop.group(1).split()) if cop else None))
+    if pkg == "plasma-workspace-wallpapers":  # one folder per wallpaper: the largest image, its metadata's licence
+        from PIL import Image
+        Image.MAX_IMAGE_PIXELS = None
+        for name in plasma:
+            folder = Path("/usr/share/wallpapers") / name
+            images = sorted((folder / "contents" / "images").glob("*.*"), key=lambda q: q.stat().st_size)
+            meta = json.loads((folder / "metadata.json").read_text(encoding="utf-8")).get("KPlugin", {})
+            dst = out / ("heldout" if f"plasma_{name}.png" in heldout else "train") / f"plasma_{name}.png"
+            if not dst.exists():
+                im = Image.open(images[-1])
+                im.draft("RGB", (2600, 2600))  # a JPEG decodes at the smallest scale still above 2048 px
+                im = im.convert("RGB")
+                im.thumbnail((2048, 2048))
+                im.save(dst)
+            entries.append({"file": str(dst.relative_to(out)), "split": dst.parent.name, "source": f"Debian package {pkg}",
+                            "path": str(images[-1]), "licence": meta.get("License", "see copyright file"),
+                            "copyright": ", ".join(a.get("Name", "") for a in meta.get("Authors", [])) or None})
+        continue
     listed = subprocess.run(["dpkg", "-L", pkg], capture_output=True, text=True, check=True).stdout.split()
     for f in sorted(listed):
         p = Path(f)
