@@ -324,3 +324,25 @@ def test_apply_json_reports_timings_per_step(tmp_path, plan_json, photo8):
     src = fx.make_tiff(tmp_path / "a.tif", photo8)
     rec = json.loads(run("apply", src, plan_json, "--json", check=0).stdout)
     assert set(rec["seconds"]) == {"read", "render", "write", "total"} and rec["elapsed"] >= rec["seconds"]["total"]
+
+
+def test_a_lock_without_a_pid_is_taken_over_only_once_old(tmp_path):
+    """A new lock file is empty for a moment before its owner writes its pid; another process
+    must not take it over as stale in that moment (two runs then planned the same photo)."""
+    import os
+    import time
+
+    from monet_cli.batch import EMPTY_LOCK_GRACE_S, LOCK_SUFFIX, PhotoLock
+
+    photo = tmp_path / "p.jpg"
+    lock_file = tmp_path / ("p.jpg" + LOCK_SUFFIX)
+    lock_file.write_text("")  # just created by another process, pid not yet written
+    assert not PhotoLock(photo).acquire() and lock_file.read_text() == ""
+    old = time.time() - EMPTY_LOCK_GRACE_S - 1  # left empty by a process that died
+    os.utime(lock_file, (old, old))
+    lock = PhotoLock(photo)
+    assert lock.acquire() and lock_file.read_text() == str(os.getpid())
+    lock.release()
+    assert not lock_file.exists()
+    lock_file.write_text("999999999")  # a dead owner's pid: stale at once
+    assert PhotoLock(photo).acquire()

@@ -23,6 +23,10 @@ from monet_cli.errors import MonetError, UsageError
 
 PHOTO_SUFFIXES = frozenset({".tif", ".tiff", ".jpg", ".jpeg", ".png"})
 LOCK_SUFFIX = ".monet.lock"
+# A lock file without a pid is taken over only once it is this old: a new lock is created
+# empty and its pid written a moment later, and taking it over in that moment let two
+# processes plan the same photo.
+EMPTY_LOCK_GRACE_S = 10.0
 
 
 def _photo_suffixes() -> frozenset:
@@ -168,6 +172,12 @@ class PhotoLock:
             pid = 0
         if pid and (pid == os.getpid() or _pid_alive(pid)):
             return False  # a live process, or another thread of this one
+        if not pid:  # no pid yet: its owner may be between creating the file and writing to it
+            try:
+                if time.time() - self.path.stat().st_mtime < EMPTY_LOCK_GRACE_S:
+                    return False
+            except FileNotFoundError:
+                return True
         try:
             self.path.unlink()
         except FileNotFoundError:
