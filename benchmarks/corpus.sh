@@ -64,14 +64,6 @@ licences.append(("scikit-image data (skimage/data/README.txt)", readme.read_text
 for pkg in pkgs:
     copyright = Path(f"/usr/share/doc/{pkg}/copyright").read_text(encoding="utf-8", errors="replace")
     licences.append((f"Debian package {pkg} (/usr/share/doc/{pkg}/copyright)", copyright))
-    # Files: stanzas → (pattern, licence, copyright)
-    stanzas = []
-    for block in re.split(r"\n\s*\n", copyright):
-        files = re.search(r"^Files:(.*(?:\n[ \t].*)*)", block, re.M)
-        lic = re.search(r"^License:\s*(.*)", block, re.M)
-        cop = re.search(r"^Copyright:(.*(?:\n[ \t].*)*)", block, re.M)
-        if files and lic:
-            stanzas.append((files.group(1).split(), lic.group(1).strip(), " ".join(cop.group(1).split()) if cop else None))
     if pkg == "plasma-workspace-wallpapers":  # one folder per wallpaper: the largest image, its metadata's licence
         from PIL import Image
         Image.MAX_IMAGE_PIXELS = None
@@ -90,6 +82,14 @@ for pkg in pkgs:
                             "path": str(images[-1]), "licence": meta.get("License", "see copyright file"),
                             "copyright": ", ".join(a.get("Name", "") for a in meta.get("Authors", [])) or None})
         continue
+    # Files: stanzas → (pattern, licence, copyright)
+    stanzas = []
+    for block in re.split(r"\n\s*\n", copyright):
+        files = re.search(r"^Files:(.*(?:\n[ \t].*)*)", block, re.M)
+        lic = re.search(r"^License:\s*(.*)", block, re.M)
+        cop = re.search(r"^Copyright:(.*(?:\n[ \t].*)*)", block, re.M)
+        if files and lic:
+            stanzas.append((files.group(1).split(), lic.group(1).strip(), " ".join(cop.group(1).split()) if cop else None))
     listed = subprocess.run(["dpkg", "-L", pkg], capture_output=True, text=True, check=True).stdout.split()
     for f in sorted(listed):
         p = Path(f)

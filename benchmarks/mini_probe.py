@@ -26,7 +26,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 EXPOSURES = (-60, -40, -20, 0, 20, 40, 60)
-PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 
 
 def features(loaded, paths: list[Path], min_pixels: int, max_pixels: int):
@@ -58,10 +57,19 @@ def features(loaded, paths: list[Path], min_pixels: int, max_pixels: int):
 
 
 def photos(folder: Path) -> list[Path]:
-    found = sorted(p for p in folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
-    if not found:
-        raise SystemExit(f"{folder}: no photos")
+    from monet_cli.batch import collect_photos
+
+    found, missing = collect_photos([folder])
+    if missing:
+        raise SystemExit(f"{missing[0][0]}: {missing[0][1]}")
     return found
+
+
+def scores(pred: np.ndarray, truth: np.ndarray) -> dict:
+    """Mean absolute error, and how often the sign is right where Exposure was changed."""
+    moved = truth != 0
+    return {"heldout_mae": round(float(np.abs(pred - truth).mean()), 2),
+            "heldout_sign_right": round(float(np.mean(np.sign(pred[moved]) == np.sign(truth[moved]))), 3)}
 
 
 def main(argv=None) -> int:
@@ -82,18 +90,14 @@ def main(argv=None) -> int:
     Xho, yho, bho = features(loaded, photos(args.heldout), **px)
     mu, sd = Xtr.mean(0), Xtr.std(0) + 1e-6
     A, B = (Xtr - mu) / sd, (Xho - mu) / sd
-    moved = yho != 0
     report = {"model": str(args.model), "train_versions": len(ytr), "heldout_versions": len(yho),
               "always_zero_mae": round(float(np.abs(yho).mean()), 2), "ridge": []}
     for lam in (1.0, 10.0, 100.0):
         w = np.linalg.solve(A.T @ A + lam * np.eye(A.shape[1]), A.T @ (ytr - ytr.mean()))
         fit, pred = A @ w + ytr.mean(), B @ w + ytr.mean()
         report["ridge"].append({"lambda": lam, "train_mae": round(float(np.abs(fit - ytr).mean()), 2),
-                                "heldout_mae": round(float(np.abs(pred - yho).mean()), 2),
-                                "heldout_sign_right": round(float(np.mean(np.sign(pred[moved]) == np.sign(yho[moved]))), 3)})
-    line = np.polyval(np.polyfit(btr, ytr, 1), bho)
-    report["brightness_line"] = {"heldout_mae": round(float(np.abs(line - yho).mean()), 2),
-                                 "heldout_sign_right": round(float(np.mean(np.sign(line[moved]) == np.sign(yho[moved]))), 3)}
+                                **scores(pred, yho)})
+    report["brightness_line"] = scores(np.polyval(np.polyfit(btr, ytr, 1), bho), yho)
     if args.json:
         print(json.dumps(report, indent=1))
         return 0
