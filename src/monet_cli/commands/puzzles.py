@@ -96,6 +96,57 @@ def _print_generate(d: dict, train_backend: str, quiet: bool) -> None:
                   f"{escape(d['dataset'])} --backend {train_backend}` to cover the new puzzles[/yellow]")
 
 
+# ---------------------------------------------------------------------------- perceive
+
+
+@puzzles_app.command("perceive")
+def perceive_cmd(
+    photo_dir: Path = typer.Argument(..., help="Folder of photos (RAW, TIFF, JPEG, PNG)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Dataset folder (new or empty; --force remakes one made "
+                                                      "before)."),
+    per_photo: int = typer.Option(60, "--per-photo", "-n", help="Records per photo: the photo and seeded crops of "
+                                                                 "it, each with 0-2 random global edits."),
+    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed, photos and config give the same dataset."),
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="Puzzle sampling config whose images section "
+                                                                      "(long side, crops) is used, e.g. mini."),
+    long_side: Optional[int] = typer.Option(None, "--long-side", help="Long side of the images in pixels (default: "
+                                                                      "the config's images.long_side)."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Also take photos from sub-folders."),
+    force: bool = typer.Option(False, "--force", "-f", help="Remake a perception dataset already in --out."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; only errors and the summary line."),
+):
+    """Make perception records: each image answered with its own measured statistics (L* percentiles, clipping, chroma, CCT), a warm-up that teaches a model trained from scratch to look at the image before it learns the puzzles.
+
+    A pretrained Qwen-VL does not need this; monet-mini does (benchmarks/mini.py trains it on these records first). Exit 0 when done, 1 when some photos could not be read, 130 when interrupted (the records made so far are written).
+
+    [b]Examples[/b]
+
+      monet puzzles perceive corpus/train --out perception/ --config mini
+      monet puzzles perceive photos/ -o perception/ --per-photo 120 --seed 1 --json
+    """
+    from monet_cli import perceive
+    from monet_cli import puzzles as pz
+
+    cfg = pz.load_config(config, **{"images.long_side": long_side})
+    with progress("perception records", enabled=not quiet and not as_json) as bar:
+        summary = perceive.generate(photo_dir, out, per_photo=per_photo, seed=seed, config=cfg, recursive=recursive,
+                                    force=force, progress=bar.update)
+    d = summary.to_dict()
+    if as_json:
+        print_json(d)
+    else:
+        err = console(stderr=True)
+        for f in d["failed_photos"]:
+            err.print(f"[red]✗[/red] {escape(f['photo'])}: {escape(f['error'])}")
+        tail = " [yellow](interrupted)[/yellow]" if d["interrupted"] else ""
+        console().print(f"[green]✓[/green] {escape(d['dataset'])}: {d['records']} perception records from "
+                        f"{d['photos'] - len(d['failed_photos'])} photos in {d['seconds']:.1f} s{tail}")
+    if summary.interrupted:
+        raise typer.Exit(130)
+    raise typer.Exit(1 if summary.failed_photos else 0)
+
+
 # ---------------------------------------------------------------------------- stats
 
 
