@@ -2,7 +2,7 @@
 
 One command, seeds fixed, progress shown::
 
-    python benchmarks/mini.py --out runs/mini [--budget-minutes 30] [--puzzles 6000] [--quick]
+    python benchmarks/mini.py --out runs/mini [--budget-minutes 30] [--puzzles 6000] [--perception 60] [--quick]
 
 1. **Corpus** — ``benchmarks/corpus.sh OUT/corpus``: free photos (scikit-image, Debian wallpaper
    packages; licences in ``manifest.json`` / ``LICENSES.txt``), a fixed held-out subset.
@@ -16,12 +16,19 @@ One command, seeds fixed, progress shown::
    turn answers only the JSON block; no puzzles A/B, no reasoning (the paper's "MLLM
    Regression" baseline, kept on the planner's two-turn protocol so both models are planned
    through the same path).
-5. **Training** — both from the *same* initial weights, every weight trained
+5. **Perception records** — ``monet puzzles perceive OUT/corpus/train --config mini`` (two
+   shards, seeds 0 and 1, ``--perception`` records per photo each): every image answered with
+   its own measured statistics. Added to *both* models' data: a model from random weights
+   needs them to look at the image at all (trained on puzzles or regression records alone, its
+   loss was the same with a record's own image as with another's; ``mini_look.py``). They
+   stand in for the visual pretraining a real Qwen-VL brings, the same for both sides of the
+   ablation.
+6. **Training** — both from the *same* initial weights, every weight trained
    (``monet train --config mini``: ``adapter.method: full``), each for ``--budget-minutes``
    of wall time (default 30; 60 scored worse for both models, greedy 7.45 → 9.59 and
    6.99 → 8.50 on the same data), the two runs in parallel, one thread each: each model gets
    one of the machine's two cores for the budget.
-6. **Scoring** — ``monet bench restore OUT/corpus/heldout --seeds 1`` with ``--backend auto``,
+7. **Scoring** — ``monet bench restore OUT/corpus/heldout --seeds 1`` with ``--backend auto``,
    and ``--backend qwen --model RUN`` for each trained model (the normal planning path), decoded
    two ways: ``--samples 8`` (the mini preset's default: each stage is the mean of 8 plans
    sampled at temperature 1, generated as one batch) and ``--samples 1`` (one greedy plan);
@@ -105,6 +112,22 @@ def make_puzzles(out: Path, corpus: Path, count: int, long_side: int) -> list[Pa
     return shards
 
 
+def make_perception(out: Path, corpus: Path, per_photo: int, long_side: int) -> list[Path]:
+    """Perception records of the training photos (``monet puzzles perceive``, module
+    docstring step 5), two shards with seeds 0 and 1, in parallel."""
+    shards = [out / f"perception-s{s}" for s in (0, 1)]
+    todo = [(s, d) for s, d in enumerate(shards) if not (d / ".mini-done").is_file()]
+    if todo:
+        log(f"perception: {per_photo} records per photo in {len(todo)} shard(s)")
+        wait_all([(f"puzzles perceive {d}", monet("puzzles", "perceive", corpus / "train", "--out", d, "--per-photo",
+                                                  per_photo, "--seed", s, "--config", "mini", "--long-side", long_side,
+                                                  "--force", "--quiet", threads=1, stdout=subprocess.DEVNULL))
+                  for s, d in todo])
+        for _, d in todo:
+            (d / ".mini-done").write_text("")
+    return shards
+
+
 def make_regression(out: Path, shards: list[Path]) -> Path:
     """Puzzle-C records of the shards, values only (module docstring, step 4)."""
     from monet_cli.planners.protocol import load_prompts, says_no_change
@@ -169,7 +192,7 @@ def train_both(out: Path, init: Path, runs: dict[str, list[Path]], minutes: floa
 def bench(out: Path, corpus: Path, quick: bool, samples: int) -> dict:
     kinds = ["under", "warm", "flat"] if quick else list(KINDS)
     jobs = {"auto": ["--backend", "auto"]}
-    for name in ("puzzles", "regression"):  # each model decoded both ways (module docstring, step 6)
+    for name in ("puzzles", "regression"):  # each model decoded both ways (module docstring, step 7)
         jobs[f"mini-{name}"] = ["--backend", "qwen", "--model", out / f"run-{name}", "--samples", samples]
         jobs[f"mini-{name}-greedy"] = ["--backend", "qwen", "--model", out / f"run-{name}", "--samples", 1]
     pending = [(n, a) for n, a in jobs.items() if not (out / f"bench-{n}" / "bench.json").is_file()]
@@ -230,6 +253,9 @@ def main() -> None:
                                                                        "the two train in parallel, one core each.")
     ap.add_argument("--puzzles", type=int, default=6000, help="Puzzles to generate (A, B, C; default 6000).")
     ap.add_argument("--long-side", type=int, default=256, help="Long side of puzzle images (the model sees ≤ 224²).")
+    ap.add_argument("--perception", type=int, default=60, help="Perception records per training photo in each of "
+                                                                "two shards, added to both models' data (default "
+                                                                "60; 0: none).")
     ap.add_argument("--quick", action="store_true", help="Smoke run: 40 puzzles, 20 steps each, 3 degradations, "
                                                          "means of 2 samples.")
     a = ap.parse_args()
@@ -244,11 +270,13 @@ def main() -> None:
                         "--force"], env=env(), check=True)
     shards = make_puzzles(out, corpus, count, a.long_side)
     reg = make_regression(out, shards)
-    trained = train_both(out, init, {"puzzles": shards, "regression": [reg]}, minutes, steps)
+    per_photo = min(a.perception, 2) if a.quick else a.perception
+    perception = make_perception(out, corpus, per_photo, a.long_side) if per_photo > 0 else []
+    trained = train_both(out, init, {"puzzles": shards + perception, "regression": [reg] + perception}, minutes, steps)
     samples = 2 if a.quick else SAMPLES  # a barely trained model rambles: 8 long samples per turn are slow
     reports = bench(out, corpus, a.quick, samples)
     md, facts = table(reports, trained, samples)
-    facts.update(budget_minutes=a.budget_minutes, quick=a.quick, puzzles=count, seconds=round(time.perf_counter() - t0))
+    facts.update(budget_minutes=a.budget_minutes, quick=a.quick, puzzles=count, perception_per_photo=per_photo, seconds=round(time.perf_counter() - t0))
     (out / "mini.md").write_text(md, encoding="utf-8")
     (out / "mini.json").write_text(json.dumps(facts, indent=1) + "\n", encoding="utf-8")
     for name, t in trained.items():

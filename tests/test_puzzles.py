@@ -477,6 +477,24 @@ def test_the_mini_sampling_config_asks_with_the_mini_prompts(tmp_path, experts):
     assert recs and all(r["messages"][0]["content"] == prompts.system for r in recs)
     stages = {s: analysis_prompt(s, prompts=prompts) for s in ("lighting", "color", "hsl")}
     assert all(r["messages"][1]["content"][len("<image>"):] in stages.values() for r in recs)
+    # the reasoning opens with what is measured on the puzzle image, then the usual answer
+    from monet_cli.perceive import describe
+    from monet_cli.planners.protocol import parse_reasoning, says_no_change
+
+    manifest = {r["images"][0]: r for r in pz.read_jsonl(out / pz.MANIFEST_FILE)}
+    for r in recs:
+        truth = manifest[r["images"][0]]
+        analysis = r["messages"][2]["content"]
+        assert analysis.startswith("Measured: " + describe(truth["facts"]["puzzle"]) + "\n\n")
+        if truth["truth"]["no_change"]:
+            assert says_no_change(analysis, prompts)
+        else:
+            assert [t.adjustment for t in parse_reasoning(analysis)] and not says_no_change(analysis, prompts)
+    # one or two clear edits per degraded stage (models/puzzles/mini.yaml), never a faint one
+    degraded = [r["truth"]["perturbation"] for r in pz.read_jsonl(out / pz.MANIFEST_FILE)
+                if not r["truth"]["no_change"]]
+    assert degraded and all(1 <= len(p) <= 2 for p in degraded)
+    assert all(abs(v) >= cfg["min_magnitude"] == 10 for p in degraded for v in p.values())
 
 
 def test_no_change_share_per_stage(tmp_path, experts):
@@ -491,3 +509,10 @@ def test_no_change_share_per_stage(tmp_path, experts):
         small_config(**{"c.no_change": {"light": 0.5}})
     with pytest.raises(UsageError, match="c.no_change.hsl"):
         small_config(**{"c.no_change": {"hsl": 1.5}})
+
+
+def test_measured_first_is_off_by_default_and_must_be_a_boolean():
+    assert pz.load_config(None)["c"]["measured_first"] is False
+    assert pz.load_config("mini")["c"]["measured_first"] is True
+    with pytest.raises(UsageError, match="c.measured_first"):
+        small_config(**{"c.measured_first": "yes"})

@@ -234,6 +234,8 @@ def _validate(cfg: dict) -> None:
     for k, v in [*shares, ("c.no_change_degraded_later", cfg["c"]["no_change_degraded_later"])]:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
             raise UsageError(f"sampling setting {k} must be a probability in 0..1")
+    if not isinstance(cfg["c"]["measured_first"], bool):
+        raise UsageError("sampling setting c.measured_first must be true or false")
     for k in ("planner_prompts", "puzzle_text"):
         if not isinstance(cfg[k], str) or not cfg[k]:
             raise UsageError(f"sampling setting {k} must be a name")

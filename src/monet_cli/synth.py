@@ -234,9 +234,14 @@ def template_prose(record: dict, cfg: dict) -> str:
     t, facts, kind = record["truth"], record["facts"], record["kind"]
     if kind == "c":
         seen, target = facts["puzzle"], facts["expert"]
+        lead = ""
+        if cfg["c"].get("measured_first"):
+            from monet_cli.perceive import describe
+
+            lead = "Measured: " + describe(seen) + "\n\n"
         if t.get("no_change"):
             f, raw = _image_fields(seen)
-            return ph.one(fr["no_change"][t["stage"]], {**f, "band_list": _band_list(seen)}, raw)
+            return lead + ph.one(fr["no_change"][t["stage"]], {**f, "band_list": _band_list(seen)}, raw)
         blocks = []
         for op, v in _ordered(t["answer"]).items():
             entry, band = _op_entry(text, op)
@@ -250,7 +255,7 @@ def template_prose(record: dict, cfg: dict) -> str:
             issue = ph.one(entry[f"issue_{d}"], f, raw)
             solution = ph.one(entry[f"solution_{d}"], f, raw)
             blocks.append(f"Adjustment: {adjustment}\nIssue: {issue}\nSolution: {solution}")
-        return "\n\n".join(blocks)
+        return lead + "\n\n".join(blocks)
     if kind == "a":
         op, v = t["op"], t["value"]
         entry, band = _op_entry(text, op)
