@@ -24,7 +24,6 @@ Layout (what ``monet train`` and LLaMA-Factory read): ``train.jsonl``, ``images/
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,11 +152,3 @@ def generate(photo_dir, out, *, per_photo: int = 60, seed: int = 0, config=None,
     return Summary(dataset=str(out), photos=len(photos), records=len(rows), seconds=time.perf_counter() - t0,
                    failed_photos=failed, interrupted=interrupted)
 
-
-def read(out) -> dict:
-    """The ``perception.json`` of a dataset folder."""
-    p = Path(out) / INFO
-    try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise InputError(f"not a perception dataset ({e})", path=out) from None
