@@ -95,37 +95,35 @@ def make_corpus(out: Path) -> Path:
     return corpus
 
 
-def make_puzzles(out: Path, corpus: Path, count: int, long_side: int) -> list[Path]:
-    shards = [out / f"puzzles-s{s}" for s in (0, 1)]
+def sharded(out: Path, prefix: str, what: str, steps) -> list[Path]:
+    """Two shards ``OUT/PREFIX-s0`` and ``-s1`` (seeds 0 and 1), made in parallel by each of
+    ``steps`` in turn (``step(seed, folder)`` → the ``monet`` arguments); a shard is marked done
+    at the end and skipped on a rerun."""
+    shards = [out / f"{prefix}-s{s}" for s in (0, 1)]
     todo = [(s, d) for s, d in enumerate(shards) if not (d / ".mini-done").is_file()]
     if todo:
-        log(f"puzzles: generating {count} (A, B, C) in {len(todo)} shard(s), long side {long_side}")
-        procs = [(f"puzzles generate {d}", monet("puzzles", "generate", corpus / "train", "--out", d, "--kinds", "a,b,c",
-                                                 "--count", count // 2, "--seed", s, "--config", "mini",
-                                                 "--long-side", long_side,
-                                                 "--quiet", threads=1))
-                 for s, d in todo]
-        wait_all(procs)
-        wait_all([(f"reason synthesize {d}", monet("reason", "synthesize", d, threads=1)) for _, d in todo])
+        log(f"{what} in {len(todo)} shard(s)")
+        for step in steps:
+            wait_all([(" ".join(map(str, step(s, d)[:2])) + f" {d}",
+                       monet(*step(s, d), threads=1)) for s, d in todo])
         for _, d in todo:
             (d / ".mini-done").write_text("")
     return shards
+
+
+def make_puzzles(out: Path, corpus: Path, count: int, long_side: int) -> list[Path]:
+    return sharded(out, "puzzles", f"puzzles: generating {count} (A, B, C), long side {long_side},", [
+        lambda s, d: ["puzzles", "generate", corpus / "train", "--out", d, "--kinds", "a,b,c", "--count", count // 2,
+                      "--seed", s, "--config", "mini", "--long-side", long_side, "--quiet"],
+        lambda s, d: ["reason", "synthesize", d]])
 
 
 def make_perception(out: Path, corpus: Path, per_photo: int, long_side: int) -> list[Path]:
     """Perception records of the training photos (``monet puzzles perceive``, module
-    docstring step 5), two shards with seeds 0 and 1, in parallel."""
-    shards = [out / f"perception-s{s}" for s in (0, 1)]
-    todo = [(s, d) for s, d in enumerate(shards) if not (d / ".mini-done").is_file()]
-    if todo:
-        log(f"perception: {per_photo} records per photo in {len(todo)} shard(s)")
-        wait_all([(f"puzzles perceive {d}", monet("puzzles", "perceive", corpus / "train", "--out", d, "--per-photo",
-                                                  per_photo, "--seed", s, "--config", "mini", "--long-side", long_side,
-                                                  "--force", "--quiet", threads=1, stdout=subprocess.DEVNULL))
-                  for s, d in todo])
-        for _, d in todo:
-            (d / ".mini-done").write_text("")
-    return shards
+    docstring step 5)."""
+    return sharded(out, "perception", f"perception: {per_photo} records per photo", [
+        lambda s, d: ["puzzles", "perceive", corpus / "train", "--out", d, "--per-photo", per_photo, "--seed", s,
+                      "--config", "mini", "--long-side", long_side, "--force", "--quiet"]])
 
 
 def make_regression(out: Path, shards: list[Path]) -> Path:
@@ -276,7 +274,8 @@ def main() -> None:
     samples = 2 if a.quick else SAMPLES  # a barely trained model rambles: 8 long samples per turn are slow
     reports = bench(out, corpus, a.quick, samples)
     md, facts = table(reports, trained, samples)
-    facts.update(budget_minutes=a.budget_minutes, quick=a.quick, puzzles=count, perception_per_photo=per_photo, seconds=round(time.perf_counter() - t0))
+    facts.update(budget_minutes=a.budget_minutes, quick=a.quick, puzzles=count, perception_per_photo=per_photo,
+                 seconds=round(time.perf_counter() - t0))
     (out / "mini.md").write_text(md, encoding="utf-8")
     (out / "mini.json").write_text(json.dumps(facts, indent=1) + "\n", encoding="utf-8")
     for name, t in trained.items():

@@ -86,22 +86,17 @@ def own_vs_other(loaded, dataset: Path, n: int, seed: int = 0) -> dict:
 
 def perception(loaded, dataset: Path) -> dict:
     """Greedy "Measure the photo." on a perception dataset: mean absolute errors."""
-    import torch
     from PIL import Image
+
+    from monet_cli.planners.qwen import generate
 
     rows = [json.loads(line) for line in (dataset / "train.jsonl").read_text().splitlines() if line.strip()]
     truth, said = [], []
-    proc = loaded.processor
     for r in rows:
-        msgs = [(m["role"], m["content"].replace("<image>", "<|vision_start|><|image_pad|><|vision_end|>"))
-                for m in r["messages"][:2]]
-        text = "".join(f"<|im_start|>{role}\n{c}<|im_end|>\n" for role, c in msgs) + "<|im_start|>assistant\n"
+        messages = [{"role": m["role"], "content": m["content"].replace("<image>", "")} for m in r["messages"][:2]]
         with Image.open(dataset / r["images"][0]) as im:
-            enc = proc(text=[text], images=[im.convert("RGB")], return_tensors="pt",
-                       images_kwargs={"size": {"shortest_edge": 3136, "longest_edge": 50176}})
-        with torch.no_grad():
-            out = loaded.model.generate(**enc, max_new_tokens=60, do_sample=False)
-        answer = proc.tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            answer = generate(loaded, messages, im.convert("RGB"), max_new_tokens=60, temperature=0,
+                              min_pixels=3136, max_pixels=50176)
         want = r["messages"][2]["content"]
         truth.append([float(re.search(p, want).group(1)) for p in FIGURES.values()])
         said.append([float(m.group(1)) if (m := re.search(p, answer)) else np.nan for p in FIGURES.values()])

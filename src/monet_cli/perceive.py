@@ -4,13 +4,14 @@ A Qwen2-VL fine-tuned by the paper's method already reads images: its pretrainin
 A model built from random weights (the ``mini`` preset, :mod:`monet_cli.mini`) has seen
 nothing, and a few thousand puzzles are not enough to teach it to look: trained on puzzles
 alone, monet-mini's loss was the same whether a record showed its own image or another
-record's (run 6 of ``benchmarks/mini.py``). Before the puzzles it therefore gets a short
-warm-up on a task whose answer is fully in the pixels: "Measure the photo." answered with
-the statistics :func:`monet_cli.puzzles.image_stats` measures (median, 5th and 95th
-percentile L*, clipped shares, mean chroma, the neutrals' CCT and Duv) — the same figures
-the puzzles' reasoning quotes. It stands in for the visual pretraining of the real model;
-puzzle and regression models both start from the warmed-up weights, so the ablation stays
-fair.
+record's (run 6 of ``benchmarks/mini.py``). Its training data therefore also hold records of
+a task whose answer is fully in the pixels: "Measure the photo." answered with the
+statistics :func:`monet_cli.puzzles.image_stats` measures (median, 5th and 95th percentile
+L*, clipped shares, mean chroma, the neutrals' CCT and Duv) — the figures the puzzles'
+reasoning quotes (``c.measured_first``). They stand in for the visual pretraining of the
+real model; ``benchmarks/mini.py`` adds the same records to the puzzle and the regression
+model's data, so the ablation stays fair. (Training on them first and on the puzzles after
+did worse than mixing them: README, "the method at small scale".)
 
 Each record shows a training photo or a seeded crop of it (``images.variants`` /
 ``images.crop`` of the sampling config), with zero to two global edits of the lighting and
@@ -80,16 +81,9 @@ def _check_out(out: Path, force: bool) -> None:
         if not force:
             raise OutputError("already holds a perception dataset; use another --out, or --force to make it again",
                               path=out)
-        import shutil
-
         from monet_cli import puzzles as pz
 
-        for name in (INFO, pz.TRAIN_FILE, pz.LLAMAFACTORY_FILE, pz.IMAGES_DIR):
-            p = out / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
+        pz.remove_files(out, (INFO, pz.TRAIN_FILE, pz.LLAMAFACTORY_FILE, pz.IMAGES_DIR))
 
 
 def generate(photo_dir, out, *, per_photo: int = 60, seed: int = 0, config=None, recursive: bool = False,
@@ -114,8 +108,9 @@ def generate(photo_dir, out, *, per_photo: int = 60, seed: int = 0, config=None,
     if not photos:
         raise InputError("holds no photos", path=photo_dir)
     _check_out(out, force)
-    (out / pz.IMAGES_DIR).mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     im = cfg["images"]
+    system = pz._planner_prompts(cfg).system
     rows, failed, interrupted = [], [], False
     if progress:
         progress(0, len(photos) * per_photo)
@@ -127,15 +122,15 @@ def generate(photo_dir, out, *, per_photo: int = 60, seed: int = 0, config=None,
             except (InputError, OSError, ValueError) as e:
                 failed.append({"photo": str(path), "error": str(e)})
                 continue
+            (out / pz.IMAGES_DIR / photo.slug).mkdir(parents=True, exist_ok=True)
             for i in range(per_photo):
                 rng = pz.sample_rng(seed, key, i, 7)
                 base = photo.linear if i % ORIGINAL_EVERY == 0 else pz.variant_pixels(photo.linear, key, i, seed, cfg)
                 edit = random_edit(rng)
                 u8 = pz._srgb8(pz._render(base, edit) if edit else base)
                 name = f"{pz.IMAGES_DIR}/{photo.slug}/p{i:05d}.png"
-                (out / name).parent.mkdir(parents=True, exist_ok=True)
                 pz._write_png(out / name, u8, int(im["png_compress_level"]))
-                rows.append({"messages": [{"role": "system", "content": pz._planner_prompts(cfg).system},
+                rows.append({"messages": [{"role": "system", "content": system},
                                           {"role": "user", "content": "<image>" + PROMPT},
                                           {"role": "assistant", "content": describe(pz._facts_of(u8, cfg))}],
                              "images": [name]})

@@ -1006,6 +1006,19 @@ def _allocation(n_photos: int, count: int) -> list[int]:
     return [count // n_photos + (1 if i < count % n_photos else 0) for i in range(n_photos)]
 
 
+def remove_files(out: Path, names) -> None:
+    """Delete the files and folders ``names`` of a dataset folder ``out`` (for --force); the
+    folder's other contents stay."""
+    import shutil
+
+    for name in names:
+        p = out / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+
+
 def _prepare_out(out: Path, info: dict, force: bool) -> bool:
     """Create or check the dataset folder; returns whether an existing dataset is resumed."""
     if out.exists() and not out.is_dir():
@@ -1023,14 +1036,7 @@ def _prepare_out(out: Path, info: dict, force: bool) -> bool:
                              else k.replace("_", " ") for k in diff)
             raise OutputError(f"holds a dataset made with a different {what}; resume with the same settings, "
                               "use another --out, or --force to start it again", path=out)
-        import shutil
-
-        for name in _OURS:
-            p = out / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
+        remove_files(out, _OURS)
         return False
     out.mkdir(parents=True, exist_ok=True)
     return False

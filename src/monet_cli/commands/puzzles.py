@@ -118,7 +118,7 @@ def perceive_cmd(
 ):
     """Make perception records: each image answered with its own measured statistics (L* percentiles, clipping, chroma, CCT), a warm-up that teaches a model trained from scratch to look at the image before it learns the puzzles.
 
-    A pretrained Qwen-VL does not need this; monet-mini does (benchmarks/mini.py trains it on these records first). Exit 0 when done, 1 when some photos could not be read, 130 when interrupted (the records made so far are written).
+    A pretrained Qwen-VL does not need this; monet-mini does (benchmarks/mini.py mixes these records into its training data). Exit 0 when done, 1 when some photos could not be read, 130 when interrupted (the records made so far are written).
 
     [b]Examples[/b]
 
