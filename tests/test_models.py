@@ -189,6 +189,8 @@ def test_backend_options_are_checked(hf_cache):
         get_planner("auto", samples=8)
     with pytest.raises(UsageError, match="--samples is for --backend qwen"):
         get_planner("openai", model="m", samples=8, endpoint="http://127.0.0.1:9/v1")
+    with pytest.raises(UsageError, match="--consensus is for --backend qwen"):
+        get_planner("openai", model="m", consensus="medoid", endpoint="http://127.0.0.1:9/v1")
     with pytest.raises(mm.ModelNotFoundError):
         get_planner("qwen", model="monetgpt-7b", quant=None, adapter=None, endpoint=None)
     with pytest.raises(UsageError, match="unknown backend"):
@@ -230,6 +232,16 @@ def test_doctor_without_smoke_reports_the_machine(hf_cache, capsys):
     r = json.loads(capsys.readouterr().out)
     assert r["python"] == sys.version.split()[0] and "torch" in r["packages"] and "gpu" in r
     assert [p["name"] for p in r["presets"]][0] == "monetgpt-7b" and "smoke" not in r
+
+
+def test_preset_generation_consensus_is_checked(tmp_path):
+    raw = {"name": "x", "description": "", "architecture": "qwen2-vl", "hub_id": "a/b", "generation": {}}
+    assert mm._preset_from(raw, tmp_path / "x.yaml").consensus == "mean"
+    raw["generation"]["consensus"] = "medoid"
+    assert mm._preset_from(raw, tmp_path / "x.yaml").consensus == "medoid"
+    raw["generation"]["consensus"] = "vote"
+    with pytest.raises(MonetError, match="generation.consensus"):
+        mm._preset_from(raw, tmp_path / "x.yaml")
 
 
 def test_preset_generation_samples_are_checked(tmp_path):

@@ -369,6 +369,42 @@ def test_consensus_of_disagreeing_or_idle_samples_changes_nothing():
     assert idle.status == "no_change" and idle.reasoning[0].issue == "fine"
 
 
+def _photo(seed=0):
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(0.02, 0.6, (1, 1, 3))  # a coloured scene with texture, working-space linear
+    return (base * rng.uniform(0.3, 1.5, (48, 64, 1))).astype(np.float32)
+
+
+def test_medoid_returns_the_sampled_plan_most_samples_agree_with_in_effect():
+    lift = [_sp({"Exposure": 30}, issue="e30"), _sp({"Exposure": 34}, issue="e34"),
+            _sp({"Exposure": 28, "Contrast": 4}, issue="e28")]
+    cast = _sp({"Temperature": -60}, issue="cool")
+    m = pr.medoid([cast] + lift, _photo())
+    assert m in lift and m.status == "ok"
+    assert m.adjustments == {"e30": {"Exposure": 30}, "e34": {"Exposure": 34},
+                             "e28": {"Exposure": 28, "Contrast": 4}}[m.reasoning[0].issue]  # one sample's, whole
+    assert pr.medoid([cast] + lift, _photo()).to_dict() == m.to_dict()  # deterministic
+    # the mean would shrink the lift towards nothing and add a cool cast: 0.75·30 and -15
+    assert pr.consensus([cast] + lift).adjustments["Temperature"] == -15
+
+
+def test_medoid_of_opposite_samples_is_the_no_change_between_them():
+    m = pr.medoid([_sp({"Temperature": 40}), _sp({"Temperature": -40}), _sp(issue="fine")], _photo(1))
+    assert m.status == "no_change" and m.reasoning[0].issue == "fine"
+    # exact ties (two identical samples) go to the smaller plan
+    assert pr.medoid([_sp({"Exposure": 20, "Contrast": 0}), _sp({"Exposure": 20})], _photo(2)).adjustments == \
+        {"Exposure": 20}
+
+
+def test_medoid_skips_failed_samples_and_fails_only_when_all_do():
+    failed = StagePlan(status="failed", error="unusable")
+    assert pr.medoid([failed, _sp({"Exposure": 20})], _photo()).adjustments == {"Exposure": 20}
+    c = pr.medoid([failed, StagePlan(status="failed", error="other")], _photo())
+    assert c.status == "failed" and c.error == "unusable"
+    big = np.concatenate([_photo()] * 8, axis=1)  # larger than MEDOID_LONG_SIDE: compared shrunk
+    assert pr.medoid([_sp({"Exposure": -50}), _sp(), _sp({"Exposure": -45})], big).adjustments["Exposure"] < 0
+
+
 def test_consensus_skips_failed_samples_and_fails_only_when_all_do():
     failed = StagePlan(status="failed", error="unusable")
     assert pr.consensus([failed, _sp({"Exposure": 20}), _sp({"Exposure": 30})]).adjustments == {"Exposure": 25}

@@ -206,6 +206,27 @@ def test_samples_give_a_repeatable_consensus_plan(tiny, proxy, monkeypatch):
     for bad in (0, 65, 2.5, True):
         with pytest.raises(UsageError, match="--samples"):
             get_planner("qwen", model=str(tiny), samples=bad)
+    assert d["planner"]["consensus"] == "mean"  # the tiny preset's
+    with pytest.raises(UsageError, match="--consensus must be mean or medoid"):
+        get_planner("qwen", model=str(tiny), samples=3, consensus="median")
+
+
+def test_medoid_consensus_plans_one_of_the_sampled_plans(tiny, proxy, monkeypatch):
+    from monet_cli.planners import protocol as pr
+    from monet_cli.planners.base import get_planner, plan_proxy
+
+    p = get_planner("qwen", model=str(tiny), samples=3, consensus="medoid")
+    seen = []
+    real = pr.run_stages
+    monkeypatch.setattr(qwen, "run_stages", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    a = p.plan_stage("lighting", proxy)
+    ok = [s for s in seen[0] if s.status != "failed"]
+    assert len(seen[0]) == 3 and (any(a is s for s in ok) if ok else a.status == "failed")
+    assert p.plan_stage("lighting", proxy).to_dict() == a.to_dict()  # seeded: the same plan twice
+    d = plan_proxy(proxy, p).to_dict()
+    assert d["planner"]["consensus"] == "medoid" and d["planner"]["samples"] == 3
+    one = plan_proxy(proxy, get_planner("qwen", model=str(tiny))).to_dict()["planner"]
+    assert one["samples"] == 1 and "consensus" not in one  # one greedy plan: no consensus to record
 
 
 def test_edit_stage_replans_with_the_recorded_samples(tiny, proxy, tmp_path, monkeypatch):
@@ -229,3 +250,8 @@ def test_edit_stage_replans_with_the_recorded_samples(tiny, proxy, tmp_path, mon
     assert out.plan.stages["lighting"].adjustments == {"Exposure": 12.0} and plan.stages["lighting"].locked
     assert sizes and set(sizes) == {2}  # colour and HSL re-planned, two samples per batch
     assert plan.planner.samples == 2 and len(plan.history) == 1
+    plan_to_sidecar(photo, get_planner("qwen", model=str(tiny), samples=2, consensus="medoid"), force=True)
+    used = []
+    monkeypatch.setattr(qwen, "medoid", lambda plans, proxy: used.append(len(plans)) or plans[0])
+    edit_stage(photo, "color", set_values={"Tint": 5.0})
+    assert used == [2] and read_sidecar(photo)[0].planner.consensus == "medoid"  # HSL re-planned by medoid

@@ -53,7 +53,8 @@ class Preset:
     max_pixels: int = 1280 * 28 * 28
     prompts: str = "monetgpt"
     temperature: float = 0.3
-    samples: int = 1  # > 1: plan each stage from the consensus (mean) of that many sampled plans
+    samples: int = 1  # > 1: plan each stage from the consensus of that many sampled plans
+    consensus: str = "mean"  # that consensus: "mean" (of the values) or "medoid" (nearest result)
     max_new_tokens: dict = field(default_factory=lambda: {"analysis": 1024, "values": 256})
     gpu_memory_gb: dict = field(default_factory=dict)  # quant → GiB, estimated
     download_gb: float = 0.0
@@ -67,6 +68,14 @@ def checked_samples(v, what: str = "generation.samples", error=ValueError) -> in
     ``error`` naming ``what``: one rule for preset files and the ``--samples`` option."""
     if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_SAMPLES:
         raise error(f"{what} must be a whole number from 1 to {MAX_SAMPLES}, got {v!r}")
+    return v
+
+
+def _checked_consensus(v) -> str:
+    from monet_cli.planners.protocol import CONSENSUS
+
+    if v not in CONSENSUS:
+        raise ValueError(f"generation.consensus must be {' or '.join(CONSENSUS)}, got {v!r}")
     return v
 
 
@@ -86,7 +95,7 @@ def _preset_from(raw: dict, path: Path) -> Preset:
             parameters_b=float(raw.get("parameters_b", 0)), quant=quant,
             min_pixels=int(px.get("min", 56 * 56)), max_pixels=int(px.get("max", 1280 * 28 * 28)),
             prompts=str(raw.get("prompts", "monetgpt")), temperature=float(gen.get("temperature", 0.3)),
-            samples=checked_samples(gen.get("samples", 1)),
+            samples=checked_samples(gen.get("samples", 1)), consensus=_checked_consensus(gen.get("consensus", "mean")),
             max_new_tokens={"analysis": 1024, "values": 256, **(gen.get("max_new_tokens") or {})},
             gpu_memory_gb={str(k): float(v) for k, v in (raw.get("gpu_memory_gb") or {}).items()},
             download_gb=float(raw.get("download_gb", 0)),

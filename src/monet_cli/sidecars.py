@@ -154,6 +154,8 @@ def edit_stage(photo, stage: str, *, set_values: dict[str, float] | None = None,
             opts = {"model": p.model, "adapter": p.adapter} if p.backend not in ("auto", "manual", "xmp") else {}
             if p.backend == "qwen" and isinstance(p.samples, int) and not isinstance(p.samples, bool):
                 opts["samples"] = p.samples  # re-plan the later stages the way the plan was made
+                if p.consensus in ("mean", "medoid"):
+                    opts["consensus"] = p.consensus
             planner = get_planner(p.backend if p.backend not in ("manual", "xmp") else "auto", **opts)
         keep = {s: new.stages[s] for s in STAGES if s not in later or new.stages[s].locked}
         replanned = plan_photo(photo, planner, style=new.planner.style, instructions=new.planner.instructions,

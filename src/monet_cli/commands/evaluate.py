@@ -245,9 +245,11 @@ def bench_restore_cmd(
     adapter: Optional[Path] = typer.Option(None, "--adapter", help="qwen: a peft adapter folder."),
     quant: Optional[str] = typer.Option(None, "--quant", help="qwen: 4bit, 8bit or none."),
     endpoint: Optional[str] = typer.Option(None, "--endpoint", help="openai: base URL."),
-    samples: Optional[int] = typer.Option(None, "--samples", help="qwen: plan each stage from the mean of N "
-                                                                  "sampled plans, generated as one batch "
-                                                                  "(default: the model preset's; mini: 8)."),
+    samples: Optional[int] = typer.Option(None, "--samples", help="qwen: plan each stage from N sampled plans, "
+                                                                  "generated as one batch (default: the model "
+                                                                  "preset's; mini: 8)."),
+    consensus: Optional[str] = typer.Option(None, "--consensus", help="qwen, with --samples > 1: 'mean' or "
+                                                                      "'medoid' (default: the preset's)."),
     style: str = typer.Option("balanced", "--style", "-s", help="Style the backend plans with."),
     kinds: Optional[str] = typer.Option(None, "--kinds", help="Comma-separated degradations (default: all 8 and "
                                                               "3 combinations): under, over, warm, cool, flat, "
@@ -287,7 +289,7 @@ def bench_restore_cmd(
     kind_list = [k.strip() for k in kinds.split(",") if k.strip()] if kinds else list(DEFAULT_KINDS)
     names = [n.strip() for n in photos.split(",") if n.strip()] if photos else None
     planner = get_planner(backend, model=model, adapter=str(adapter) if adapter else None, quant=quant,
-                          endpoint=endpoint, samples=samples)
+                          endpoint=endpoint, samples=samples, consensus=consensus)
     refs, failed = load_references(photo_dir, size=size, names=names)
     total = len(refs) * (1 + len(kind_list) * max(seeds, 1))
     with progress("benchmarking", enabled=not quiet and not as_json, total=total, transient=True) as bar:

@@ -72,9 +72,12 @@ def plan_cmd(
     adapter: Optional[Path] = typer.Option(None, "--adapter", help="qwen: a peft LoRA/DoRA adapter folder."),
     quant: Optional[str] = typer.Option(None, "--quant", help="qwen: 4bit (default on CUDA), 8bit or none."),
     endpoint: Optional[str] = typer.Option(None, "--endpoint", help="openai: base URL, e.g. http://gpu:8000/v1"),
-    samples: Optional[int] = typer.Option(None, "--samples", help="qwen: plan each stage from the mean of N "
-                                                                  "sampled plans, generated as one batch "
-                                                                  "(default: the model preset's; mini: 8)."),
+    samples: Optional[int] = typer.Option(None, "--samples", help="qwen: plan each stage from N sampled plans, "
+                                                                  "generated as one batch (default: the model "
+                                                                  "preset's; mini: 8)."),
+    consensus: Optional[str] = typer.Option(None, "--consensus", help="qwen, with --samples > 1: 'mean' (each "
+                                            "value's mean) or 'medoid' (the sampled plan whose result is nearest "
+                                            "to the others'); default: the preset's."),
     seed: int = typer.Option(0, "--seed", help="Seed recorded in the plan (model sampling)."),
     force: bool = typer.Option(False, "--force", "-f", help="Replan photos that already have a sidecar."),
     sidecar_dir: Optional[Path] = typer.Option(None, "--sidecar-dir",
@@ -95,7 +98,7 @@ def plan_cmd(
       monet plan shoot/ --recursive --jobs 2 --style vibrant
       monet plan 'shoot/*.CR2' --instructions "warmer, brighter" --json > plans.jsonl
       monet plan photo.jpg --backend qwen --model monetgpt-7b --quant 4bit
-      monet plan photo.jpg --backend qwen --model runs/mini/run-puzzles --samples 16
+      monet plan photo.jpg --backend qwen --model runs/mini/run-puzzles --samples 16 --consensus medoid
     """
     from monet_cli.batch import print_summary, resolve_inputs, run_batch
     from monet_cli.planners.base import get_planner
@@ -109,7 +112,7 @@ def plan_cmd(
         if not quiet and not as_json and model is None:
             console(stderr=True).print(f"[dim]{escape(why)}[/dim]")
     options = {"model": model, "adapter": str(adapter) if adapter else None, "quant": quant, "endpoint": endpoint,
-               "samples": samples}
+               "samples": samples, "consensus": consensus}
     if backend.strip().lower() != "auto":
         options["seed"] = seed  # model sampling follows --seed
     planner = get_planner(backend, **options)

@@ -181,7 +181,8 @@ def plan_proxy(proxy: np.ndarray, planner: StagePlanner, *, style: str = "balanc
                 stages[stage] = StagePlan(status="failed", error=_error_text(e))
     return Plan(stages=stages, planner=Planner(
         backend=planner.name, model=getattr(planner, "model", None), adapter=getattr(planner, "adapter", None),
-        style=style, seed=seed, instructions=instructions, samples=getattr(planner, "samples", None)))
+        style=style, seed=seed, instructions=instructions, samples=getattr(planner, "samples", None),
+        consensus=getattr(planner, "consensus", None) if (getattr(planner, "samples", None) or 1) > 1 else None))
 
 
 def plan_photo(path, planner: StagePlanner, *, style: str = "balanced", instructions: str | None = None,

@@ -128,8 +128,9 @@ class OpenAIPlanner:
         for opt, flag in (("adapter", "--adapter"), ("quant", "--quant")):
             if opt in options:
                 raise UsageError(f"{flag} is for --backend qwen; an openai endpoint serves its model as it is")
-        if "samples" in options:
-            raise UsageError("--samples is for --backend qwen (it batches the samples on the model it loads)")
+        for name in ("samples", "consensus"):
+            if name in options:
+                raise UsageError(f"--{name} is for --backend qwen (it batches the samples on the model it loads)")
         known = {"model", "endpoint", "api_key_env", "timeout", "retries", "backoff", "concurrency", "temperature",
                  "max_tokens", "image_format", "prompts", "seed"}
         unknown = set(options) - known

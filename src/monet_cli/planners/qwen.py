@@ -31,7 +31,8 @@ from monet_cli.catalog import STAGES
 from monet_cli.errors import MonetError, UsageError
 from monet_cli.models import QUANTS, ResolvedModel, checked_samples, cuda_available, require_ml, resolve_model
 from monet_cli.plan import StagePlan
-from monet_cli.planners.protocol import Message, consensus, load_prompts, proxy_to_pil, run_stage, run_stages
+from monet_cli.planners.protocol import (CONSENSUS, Message, consensus, load_prompts, medoid, proxy_to_pil, run_stage,
+                                        run_stages)
 
 BIG_MODEL_BYTES = 2 * 1024**3  # above this, CPU runs are slow enough to warn, and use bf16
 # Kept in full precision: the output head and the vision encoder (small, and sensitive to
@@ -271,7 +272,7 @@ class QwenPlanner:
     def __init__(self, model: str | None = None, *, adapter=None, quant: str | None = None,
                  device: str | None = None, dtype: str | None = None, temperature: float | None = None,
                  max_new_tokens: int | None = None, seed: int | None = 0, prompts: str | None = None,
-                 samples: int | None = None):
+                 samples: int | None = None, consensus: str | None = None):
         if adapter is not None:
             from monet_cli.train.config import is_full_run, run_base_model
 
@@ -307,6 +308,9 @@ class QwenPlanner:
         self.seed = seed
         self.samples = (checked_samples(samples, "--samples", UsageError) if samples is not None
                         else preset.samples if preset else 1)
+        self.consensus = consensus if consensus is not None else preset.consensus if preset else "mean"
+        if self.consensus not in CONSENSUS:
+            raise UsageError(f"--consensus must be {' or '.join(CONSENSUS)}, not {self.consensus!r}")
         self.prompts = load_prompts(prompts or self.resolved.prompts)
         self.loaded = load_model(self.resolved.path, adapter=self.adapter and Path(self.adapter).expanduser(),
                                  quant=self.quant, device=self.device, dtype=self.dtype)
@@ -320,7 +324,7 @@ class QwenPlanner:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise UsageError(f"--concurrency must be a positive integer, got {concurrency!r}")
         known = {"model", "adapter", "quant", "device", "dtype", "temperature", "max_new_tokens", "seed", "prompts",
-                 "samples"}
+                 "samples", "consensus"}
         unknown = set(options) - known
         if unknown:
             raise UsageError(f"the qwen backend takes no option {', '.join(sorted(unknown))}")
@@ -347,8 +351,8 @@ class QwenPlanner:
 
     def plan_stage(self, stage: str, proxy: np.ndarray, *, style: str = "balanced", instructions: str | None = None,
                    previous: dict[str, StagePlan] | None = None) -> StagePlan:
-        """One conversation (``samples`` 1), or the :func:`consensus` of ``samples`` sampled
-        conversations, generated together."""
+        """One conversation (``samples`` 1), or one plan of ``samples`` sampled conversations,
+        generated together: their mean (:func:`consensus`) or their :func:`medoid`."""
         image = proxy_to_pil(proxy)
         turns = iter(range(3))
         if self.samples == 1:
@@ -356,4 +360,4 @@ class QwenPlanner:
                              prompts=self.prompts, style=style, instructions=instructions)
         plans = run_stages(lambda convs: self.chat_many(convs, image, turn=next(turns), stage=stage), stage,
                            self.samples, prompts=self.prompts, style=style, instructions=instructions)
-        return consensus(plans)
+        return medoid(plans, proxy) if self.consensus == "medoid" else consensus(plans)
