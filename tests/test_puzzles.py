@@ -516,3 +516,31 @@ def test_measured_first_is_off_by_default_and_must_be_a_boolean():
     assert pz.load_config("mini")["c"]["measured_first"] is True
     with pytest.raises(UsageError, match="c.measured_first"):
         small_config(**{"c.measured_first": "yes"})
+
+
+def test_op_weights_make_puzzle_c_draw_an_op_more_often_or_never():
+    photo = pz.prepare_photo(srgb8_to_working(fx.photo("coffee", step=4)), "coffee", small_config())
+    lighting = {"stages": {"lighting": 1, "color": 0, "hsl": 0}, "c.no_change": 0.0, "c.ops": {"1": 1, "2": 0,
+                                                                                                "3": 0, "4": 0}}
+
+    def drawn(**weights) -> list[str]:
+        cfg = small_config(**lighting, **{"c.op_weights": weights})
+        drafts = [pz.make_c(photo, pz.sample_rng(3, "coffee", i, 1), cfg) for i in range(30)]
+        return [op for d in drafts if d for op in d.truth["perturbation"]]
+
+    plain, heavy, none = drawn(), drawn(Exposure=20), drawn(Exposure=0)
+    assert plain and heavy and none
+    share = {k: v.count("Exposure") / len(v) for k, v in (("plain", plain), ("heavy", heavy))}
+    # uniform, Exposure is drawn more than 1/6 of the time (the other ops' faint draws are often
+    # invisible and drawn again); 20 times the weight makes it nearly every draw
+    assert share["heavy"] > max(0.85, share["plain"]), share
+    assert "Exposure" not in none
+    assert pz.load_config("mini")["c"]["op_weights"] == {"Exposure": 3, "Temperature": 3}
+    assert pz.load_config(None)["c"]["op_weights"] == {}  # the paper: uniform within a stage
+    with pytest.raises(UsageError, match="c.op_weights.Brightness: unknown operation"):
+        small_config(**{"c.op_weights": {"Brightness": 2}})
+    with pytest.raises(UsageError, match="c.op_weights.Exposure must be a weight"):
+        small_config(**{"c.op_weights": {"Exposure": -1}})
+    zero = small_config(**lighting, **{"c.op_weights": {o: 0 for o in catalog().stages["lighting"].ops}})
+    with pytest.raises(UsageError, match="weight 0 to every lighting operation"):
+        pz.make_c(photo, pz.sample_rng(3, "coffee", 0, 1), zero)

@@ -123,12 +123,12 @@ def _read_yaml(path: Path) -> dict:
     return raw
 
 
-_FREE = ("sigma", "kinds", "stages", "c.ops")  # sections whose keys are names, checked by _validate
+_FREE = ("sigma", "kinds", "stages", "c.ops", "c.op_weights")  # sections keyed by names, checked by _validate
 
 
 def _merge(base: dict, over: dict, where: str = "") -> dict:
     """``over`` merged into a copy of ``base``, section by section; a key unknown to ``base``
-    is an error (outside the sections keyed by names: sigma, kinds, stages, c.ops)."""
+    is an error (outside the sections keyed by names: sigma, kinds, stages, c.ops, c.op_weights)."""
     out = copy.deepcopy(base)
     for k, v in over.items():
         here = f"{where}.{k}" if where else str(k)
@@ -234,6 +234,14 @@ def _validate(cfg: dict) -> None:
     for k, v in [*shares, ("c.no_change_degraded_later", cfg["c"]["no_change_degraded_later"])]:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
             raise UsageError(f"sampling setting {k} must be a probability in 0..1")
+    ow = cfg["c"]["op_weights"]
+    if not isinstance(ow, dict):
+        raise UsageError("sampling setting c.op_weights must be a mapping of operation names to weights")
+    for k, w in ow.items():
+        if k not in ops:
+            raise UsageError(f"sampling setting c.op_weights.{k}: unknown operation")
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w < math.inf:
+            raise UsageError(f"sampling setting c.op_weights.{k} must be a weight >= 0, got {w!r}")
     if not isinstance(cfg["c"]["measured_first"], bool):
         raise UsageError("sampling setting c.measured_first must be true or false")
     for k in ("planner_prompts", "puzzle_text"):
@@ -690,7 +698,11 @@ def make_b(photo: Photo, rng: np.random.Generator, cfg: dict) -> Draft | None:
 
 def _degrade_stage(photo: Photo, rng: np.random.Generator, cfg: dict, stage: str, rej: dict):
     """Draw 2–4 ops of ``stage`` with normal values; None if a draw is not visible."""
-    weights = stage_ops(stage, photo.bands)
+    scale = cfg["c"]["op_weights"]
+    weights = {n: w * float(scale.get(n, 1.0)) for n, w in stage_ops(stage, photo.bands).items()}
+    weights = {n: w for n, w in weights.items() if w > 0}
+    if not weights:
+        raise UsageError(f"sampling setting c.op_weights gives weight 0 to every {stage} operation")
     k = int(_pick(rng, {str(n): w for n, w in cfg["c"]["ops"].items()}))
     names = _choose_ops(rng, weights, k)
     pert = {n: _draw_normal(rng, n, cfg) for n in names}
