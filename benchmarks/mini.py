@@ -2,7 +2,7 @@
 
 One command, seeds fixed, progress shown::
 
-    python benchmarks/mini.py --out runs/mini [--budget-minutes 30] [--puzzles 6000] [--perception 60] [--quick]
+    python benchmarks/mini.py --out runs/mini [--seed 0] [--budget-minutes 30] [--puzzles 6000] [--perception 60] [--quick]
 
 1. **Corpus** — ``benchmarks/corpus.sh OUT/corpus``: free photos (scikit-image, Debian wallpaper
    packages; licences in ``manifest.json`` / ``LICENSES.txt``), a fixed held-out subset.
@@ -30,9 +30,10 @@ One command, seeds fixed, progress shown::
    one of the machine's two cores for the budget.
 7. **Scoring** — ``monet bench restore OUT/corpus/heldout --seeds 1`` with ``--backend auto``,
    and ``--backend qwen --model RUN`` for each trained model (the normal planning path), decoded
-   two ways: ``--samples 8`` (the mini preset's default: each stage is the mean of 8 plans
-   sampled at temperature 1, generated as one batch) and ``--samples 1`` (one greedy plan);
-   identity is the benchmark's ``degraded`` column (the photo left alone).
+   three ways: ``--samples 8`` (the mini preset's default: each stage is the mean of 8 plans
+   sampled at temperature 1, generated as one batch), ``--samples 8 --consensus medoid`` (the
+   sampled plan whose rendered result is nearest to the others') and ``--samples 1`` (one
+   greedy plan); identity is the benchmark's ``degraded`` column (the photo left alone).
 
 Prints one table (mean ΔE2000 over the held-out degraded cases, and on the undegraded
 originals) and writes ``OUT/mini.json`` and ``OUT/mini.md``. Steps whose outputs exist are
@@ -95,12 +96,13 @@ def make_corpus(out: Path) -> Path:
     return corpus
 
 
-def sharded(out: Path, prefix: str, what: str, steps) -> list[Path]:
-    """Two shards ``OUT/PREFIX-s0`` and ``-s1`` (seeds 0 and 1), made in parallel by each of
-    ``steps`` in turn (``step(seed, folder)`` → the ``monet`` arguments); a shard is marked done
-    at the end and skipped on a rerun."""
-    shards = [out / f"{prefix}-s{s}" for s in (0, 1)]
-    todo = [(s, d) for s, d in enumerate(shards) if not (d / ".mini-done").is_file()]
+def sharded(out: Path, prefix: str, what: str, steps, seed: int = 0) -> list[Path]:
+    """Two shards ``OUT/PREFIX-s{2·seed}`` and ``-s{2·seed + 1}`` (their seeds), made in
+    parallel by each of ``steps`` in turn (``step(seed, folder)`` → the ``monet`` arguments); a
+    shard is marked done at the end and skipped on a rerun."""
+    seeds = (2 * seed, 2 * seed + 1)
+    shards = [out / f"{prefix}-s{s}" for s in seeds]
+    todo = [(s, d) for s, d in zip(seeds, shards) if not (d / ".mini-done").is_file()]
     if todo:
         log(f"{what} in {len(todo)} shard(s)")
         for step in steps:
@@ -111,19 +113,19 @@ def sharded(out: Path, prefix: str, what: str, steps) -> list[Path]:
     return shards
 
 
-def make_puzzles(out: Path, corpus: Path, count: int, long_side: int) -> list[Path]:
+def make_puzzles(out: Path, corpus: Path, count: int, long_side: int, seed: int) -> list[Path]:
     return sharded(out, "puzzles", f"puzzles: generating {count} (A, B, C), long side {long_side},", [
         lambda s, d: ["puzzles", "generate", corpus / "train", "--out", d, "--kinds", "a,b,c", "--count", count // 2,
                       "--seed", s, "--config", "mini", "--long-side", long_side, "--quiet"],
-        lambda s, d: ["reason", "synthesize", d]])
+        lambda s, d: ["reason", "synthesize", d]], seed)
 
 
-def make_perception(out: Path, corpus: Path, per_photo: int, long_side: int) -> list[Path]:
+def make_perception(out: Path, corpus: Path, per_photo: int, long_side: int, seed: int) -> list[Path]:
     """Perception records of the training photos (``monet puzzles perceive``, module
     docstring step 5)."""
     return sharded(out, "perception", f"perception: {per_photo} records per photo", [
         lambda s, d: ["puzzles", "perceive", corpus / "train", "--out", d, "--per-photo", per_photo, "--seed", s,
-                      "--config", "mini", "--long-side", long_side, "--force", "--quiet"]])
+                      "--config", "mini", "--long-side", long_side, "--force", "--quiet"]], seed)
 
 
 def make_regression(out: Path, shards: list[Path]) -> Path:
@@ -157,7 +159,8 @@ def make_regression(out: Path, shards: list[Path]) -> Path:
     return reg
 
 
-def train_both(out: Path, init: Path, runs: dict[str, list[Path]], minutes: float, max_steps: int) -> dict:
+def train_both(out: Path, init: Path, runs: dict[str, list[Path]], minutes: float, max_steps: int,
+               seed: int = 0) -> dict:
     """Both models by ``monet train --config mini`` (every weight, no adapter) from the same
     initial folder, in parallel, one thread each; returns each run's ``metrics.json``."""
     procs, logs = {}, {}
@@ -166,7 +169,7 @@ def train_both(out: Path, init: Path, runs: dict[str, list[Path]], minutes: floa
         if (run / "metrics.json").is_file() and (run / "model.safetensors").is_file():
             continue
         logs[name] = out / f"train-{name}.log"
-        extra = ["--set", f"train.max_minutes={minutes:g}", "--set", "data.eval_fraction=0"]
+        extra = ["--set", f"train.max_minutes={minutes:g}", "--set", "data.eval_fraction=0", "--set", f"train.seed={seed}"]
         if max_steps:
             extra += ["--set", f"train.max_steps={max_steps}"]
         procs[name] = monet("train", *data, "--config", "mini", "--model", init, "--out", run, "--force", *extra,
@@ -192,6 +195,8 @@ def bench(out: Path, corpus: Path, quick: bool, samples: int) -> dict:
     jobs = {"auto": ["--backend", "auto"]}
     for name in ("puzzles", "regression"):  # each model decoded both ways (module docstring, step 7)
         jobs[f"mini-{name}"] = ["--backend", "qwen", "--model", out / f"run-{name}", "--samples", samples]
+        jobs[f"mini-{name}-medoid"] = ["--backend", "qwen", "--model", out / f"run-{name}", "--samples", samples,
+                                       "--consensus", "medoid"]
         jobs[f"mini-{name}-greedy"] = ["--backend", "qwen", "--model", out / f"run-{name}", "--samples", 1]
     pending = [(n, a) for n, a in jobs.items() if not (out / f"bench-{n}" / "bench.json").is_file()]
     log(f"scoring on the held-out photos: {', '.join(n for n, _ in pending) or 'done before'}")
@@ -221,13 +226,14 @@ def table(reports: dict, trained: dict, samples: int) -> tuple[str, dict]:
     auto = reports["auto"]
     rows = [("identity (left alone)", *row(auto, "degraded"), None, None),
             ("auto (analytic planner)", *row(auto, "restored"), auto["delta_e_changes"], None)]
-    for name, label in (("mini-puzzles", f"mini, puzzles A+B+C with reasoning — mean of {samples} samples"),
-                        ("mini-puzzles-greedy", "mini, puzzles A+B+C with reasoning — greedy, one plan"),
-                        ("mini-regression", f"mini, regression (values only) — mean of {samples} samples"),
-                        ("mini-regression-greedy", "mini, regression (values only) — greedy, one plan")):
-        rep = reports[name]
-        failed = sum(len(c["failed_stages"]) for c in rep["cases"])
-        rows.append((label, *row(rep, "restored"), rep["delta_e_changes"], failed))
+    for model, what in (("puzzles", "puzzles A+B+C with reasoning"), ("regression", "regression (values only)")):
+        for name, how in ((f"mini-{model}", f"mean of {samples} samples"),
+                          (f"mini-{model}-medoid", f"medoid of {samples} samples"),
+                          (f"mini-{model}-greedy", "greedy, one plan")):
+            label = f"mini, {what} — {how}"
+            rep = reports[name]
+            failed = sum(len(c["failed_stages"]) for c in rep["cases"])
+            rows.append((label, *row(rep, "restored"), rep["delta_e_changes"], failed))
     n = auto["summary"]["all degraded"]["degraded"]["n"]
     head = (f"| planner | mean ΔE2000, {n} degraded held-out cases ↓ | ΔE2000 on the {len(auto['photos'])} "
             f"undegraded originals ↓ | better / same / worse than identity | failed stages |")
@@ -254,6 +260,9 @@ def main() -> None:
     ap.add_argument("--perception", type=int, default=60, help="Perception records per training photo in each of "
                                                                 "two shards, added to both models' data (default "
                                                                 "60; 0: none).")
+    ap.add_argument("--seed", type=int, default=0, help="Seed of the initial weights, the data (puzzle and "
+                                                        "perception shards 2·SEED and 2·SEED+1) and the training "
+                                                        "order (default 0). Use one --out per seed.")
     ap.add_argument("--quick", action="store_true", help="Smoke run: 40 puzzles, 20 steps each, 3 degradations, "
                                                          "means of 2 samples.")
     a = ap.parse_args()
@@ -264,17 +273,18 @@ def main() -> None:
     corpus = make_corpus(out)
     init = out / "init"
     if not (init / "model.safetensors").is_file():
-        subprocess.run([sys.executable, "-m", "monet_cli", "models", "init", "mini", str(init), "--seed", "0",
+        subprocess.run([sys.executable, "-m", "monet_cli", "models", "init", "mini", str(init), "--seed", str(a.seed),
                         "--force"], env=env(), check=True)
-    shards = make_puzzles(out, corpus, count, a.long_side)
+    shards = make_puzzles(out, corpus, count, a.long_side, a.seed)
     reg = make_regression(out, shards)
     per_photo = min(a.perception, 2) if a.quick else a.perception
-    perception = make_perception(out, corpus, per_photo, a.long_side) if per_photo > 0 else []
-    trained = train_both(out, init, {"puzzles": shards + perception, "regression": [reg] + perception}, minutes, steps)
+    perception = make_perception(out, corpus, per_photo, a.long_side, a.seed) if per_photo > 0 else []
+    trained = train_both(out, init, {"puzzles": shards + perception, "regression": [reg] + perception}, minutes, steps,
+                         a.seed)
     samples = 2 if a.quick else SAMPLES  # a barely trained model rambles: 8 long samples per turn are slow
     reports = bench(out, corpus, a.quick, samples)
     md, facts = table(reports, trained, samples)
-    facts.update(budget_minutes=a.budget_minutes, quick=a.quick, puzzles=count, perception_per_photo=per_photo,
+    facts.update(seed=a.seed, budget_minutes=a.budget_minutes, quick=a.quick, puzzles=count, perception_per_photo=per_photo,
                  seconds=round(time.perf_counter() - t0))
     (out / "mini.md").write_text(md, encoding="utf-8")
     (out / "mini.json").write_text(json.dumps(facts, indent=1) + "\n", encoding="utf-8")
