@@ -10,7 +10,8 @@ One command, seeds fixed, progress shown::
 3. **Puzzles** — ``monet puzzles generate OUT/corpus/train --kinds a,b,c --config mini`` (two
    shards with seeds 0 and 1, in parallel) + ``monet reason synthesize`` (template reasoning).
    The ``mini`` sampling config (``models/puzzles/mini.yaml``) uses each photo and 7 seeded
-   crops of it as expert images, the short ``mini`` prompts, and favours light and colour.
+   crops of it as expert images, the short ``mini`` prompts, and favours light and colour
+   (Exposure and Temperature three times as often as the other ops of their stage).
 4. **Regression data** — the same puzzle-C images and answers, values only: the analysis turn
    answers the fixed sentence "Adjustments follow." (or the no-change sentence) and the values
    turn answers only the JSON block; no puzzles A/B, no reasoning (the paper's "MLLM
