@@ -227,6 +227,9 @@ def test_medoid_consensus_plans_one_of_the_sampled_plans(tiny, proxy, monkeypatc
     assert d["planner"]["consensus"] == "medoid" and d["planner"]["samples"] == 3
     one = plan_proxy(proxy, get_planner("qwen", model=str(tiny))).to_dict()["planner"]
     assert one["samples"] == 1 and "consensus" not in one  # one greedy plan: no consensus to record
+    assert not any("--consensus" in w for w in p.warnings)
+    lone = get_planner("qwen", model=str(tiny), samples=1, consensus="medoid")
+    assert any("--consensus medoid has no effect" in w for w in lone.warnings)  # told, not silently ignored
 
 
 def test_edit_stage_replans_with_the_recorded_samples(tiny, proxy, tmp_path, monkeypatch):

@@ -290,6 +290,8 @@ def bench_restore_cmd(
     names = [n.strip() for n in photos.split(",") if n.strip()] if photos else None
     planner = get_planner(backend, model=model, adapter=str(adapter) if adapter else None, quant=quant,
                           endpoint=endpoint, samples=samples, consensus=consensus)
+    for warning in getattr(planner, "warnings", None) or []:
+        console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(warning)}")
     refs, failed = load_references(photo_dir, size=size, names=names)
     total = len(refs) * (1 + len(kind_list) * max(seeds, 1))
     with progress("benchmarking", enabled=not quiet and not as_json, total=total, transient=True) as bar:

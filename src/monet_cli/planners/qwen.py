@@ -311,6 +311,8 @@ class QwenPlanner:
         self.consensus = consensus if consensus is not None else preset.consensus if preset else "mean"
         if self.consensus not in CONSENSUS:
             raise UsageError(f"--consensus must be {' or '.join(CONSENSUS)}, not {self.consensus!r}")
+        if consensus is not None and self.samples == 1:
+            self.warnings.append(f"--consensus {consensus} has no effect with one sample per stage (--samples 1)")
         self.prompts = load_prompts(prompts or self.resolved.prompts)
         self.loaded = load_model(self.resolved.path, adapter=self.adapter and Path(self.adapter).expanduser(),
                                  quant=self.quant, device=self.device, dtype=self.dtype)
