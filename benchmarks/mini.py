@@ -194,11 +194,11 @@ def train_both(out: Path, init: Path, runs: dict[str, list[Path]], minutes: floa
 def bench(out: Path, corpus: Path, quick: bool, samples: int) -> dict:
     kinds = ["under", "warm", "flat"] if quick else list(KINDS)
     jobs = {"auto": ["--backend", "auto"]}
-    for name in ("puzzles", "regression"):  # each model decoded both ways (module docstring, step 7)
-        jobs[f"mini-{name}"] = ["--backend", "qwen", "--model", out / f"run-{name}", "--samples", samples]
-        jobs[f"mini-{name}-medoid"] = ["--backend", "qwen", "--model", out / f"run-{name}", "--samples", samples,
-                                       "--consensus", "medoid"]
-        jobs[f"mini-{name}-greedy"] = ["--backend", "qwen", "--model", out / f"run-{name}", "--samples", 1]
+    for name in ("puzzles", "regression"):  # each model decoded three ways (module docstring, step 7)
+        qwen = ["--backend", "qwen", "--model", out / f"run-{name}"]
+        jobs[f"mini-{name}"] = [*qwen, "--samples", samples]
+        jobs[f"mini-{name}-medoid"] = [*qwen, "--samples", samples, "--consensus", "medoid"]
+        jobs[f"mini-{name}-greedy"] = [*qwen, "--samples", 1]
     pending = [(n, a) for n, a in jobs.items() if not (out / f"bench-{n}" / "bench.json").is_file()]
     log(f"scoring on the held-out photos: {', '.join(n for n, _ in pending) or 'done before'}")
     running: list[tuple[str, subprocess.Popen]] = []

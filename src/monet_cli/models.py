@@ -71,11 +71,14 @@ def checked_samples(v, what: str = "generation.samples", error=ValueError) -> in
     return v
 
 
-def _checked_consensus(v) -> str:
-    from monet_cli.planners.protocol import CONSENSUS
+CONSENSUS = ("mean", "medoid")  # how several sampled plans of a stage become one (planners/protocol.py)
 
+
+def checked_consensus(v, what: str = "generation.consensus", error=ValueError) -> str:
+    """``v`` if it names a consensus of :data:`CONSENSUS`, else ``error`` naming ``what``: one
+    rule for preset files and the ``--consensus`` option."""
     if v not in CONSENSUS:
-        raise ValueError(f"generation.consensus must be {' or '.join(CONSENSUS)}, got {v!r}")
+        raise error(f"{what} must be {' or '.join(CONSENSUS)}, got {v!r}")
     return v
 
 
@@ -95,7 +98,7 @@ def _preset_from(raw: dict, path: Path) -> Preset:
             parameters_b=float(raw.get("parameters_b", 0)), quant=quant,
             min_pixels=int(px.get("min", 56 * 56)), max_pixels=int(px.get("max", 1280 * 28 * 28)),
             prompts=str(raw.get("prompts", "monetgpt")), temperature=float(gen.get("temperature", 0.3)),
-            samples=checked_samples(gen.get("samples", 1)), consensus=_checked_consensus(gen.get("consensus", "mean")),
+            samples=checked_samples(gen.get("samples", 1)), consensus=checked_consensus(gen.get("consensus", "mean")),
             max_new_tokens={"analysis": 1024, "values": 256, **(gen.get("max_new_tokens") or {})},
             gpu_memory_gb={str(k): float(v) for k, v in (raw.get("gpu_memory_gb") or {}).items()},
             download_gb=float(raw.get("download_gb", 0)),

@@ -115,6 +115,7 @@ def edit_stage(photo, stage: str, *, set_values: dict[str, float] | None = None,
     to this one; earlier stages and locked later stages are kept. The previous version goes
     into ``history``.
     """
+    from monet_cli.models import CONSENSUS
     from monet_cli.planners.base import get_planner, plan_photo
 
     if stage not in STAGES:
@@ -154,7 +155,7 @@ def edit_stage(photo, stage: str, *, set_values: dict[str, float] | None = None,
             opts = {"model": p.model, "adapter": p.adapter} if p.backend not in ("auto", "manual", "xmp") else {}
             if p.backend == "qwen" and isinstance(p.samples, int) and not isinstance(p.samples, bool):
                 opts["samples"] = p.samples  # re-plan the later stages the way the plan was made
-                if p.consensus in ("mean", "medoid"):
+                if p.consensus in CONSENSUS:
                     opts["consensus"] = p.consensus
             planner = get_planner(p.backend if p.backend not in ("manual", "xmp") else "auto", **opts)
         keep = {s: new.stages[s] for s in STAGES if s not in later or new.stages[s].locked}

@@ -116,7 +116,7 @@ def perceive_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; only errors and the summary line."),
 ):
-    """Make perception records: each image answered with its own measured statistics (L* percentiles, clipping, chroma, CCT), a warm-up that teaches a model trained from scratch to look at the image before it learns the puzzles.
+    """Make perception records: each image answered with its own measured statistics (L* percentiles, clipping, chroma, CCT). Mixed into the training data, they teach a model trained from scratch to look at the image.
 
     A pretrained Qwen-VL does not need this; monet-mini does (benchmarks/mini.py mixes these records into its training data). Exit 0 when done, 1 when some photos could not be read, 130 when interrupted (the records made so far are written).
 

@@ -179,10 +179,11 @@ def plan_proxy(proxy: np.ndarray, planner: StagePlanner, *, style: str = "balanc
                 if stage in locked:
                     raise
                 stages[stage] = StagePlan(status="failed", error=_error_text(e))
+    samples = getattr(planner, "samples", None)
     return Plan(stages=stages, planner=Planner(
         backend=planner.name, model=getattr(planner, "model", None), adapter=getattr(planner, "adapter", None),
-        style=style, seed=seed, instructions=instructions, samples=getattr(planner, "samples", None),
-        consensus=getattr(planner, "consensus", None) if (getattr(planner, "samples", None) or 1) > 1 else None))
+        style=style, seed=seed, instructions=instructions, samples=samples,
+        consensus=getattr(planner, "consensus", None) if (samples or 1) > 1 else None))  # one plan: no consensus
 
 
 def plan_photo(path, planner: StagePlanner, *, style: str = "balanced", instructions: str | None = None,

@@ -469,7 +469,6 @@ def consensus(plans: list[StagePlan]) -> StagePlan:
         f"The {len(ok)} sampled plans disagree; their mean changes nothing.")])
 
 
-CONSENSUS = ("mean", "medoid")  # how several sampled plans of a stage become one
 MEDOID_LONG_SIDE = 96  # the proxy's size for comparing the sampled plans' results
 
 

@@ -29,10 +29,10 @@ import numpy as np
 
 from monet_cli.catalog import STAGES
 from monet_cli.errors import MonetError, UsageError
-from monet_cli.models import QUANTS, ResolvedModel, checked_samples, cuda_available, require_ml, resolve_model
+from monet_cli.models import (QUANTS, ResolvedModel, checked_consensus, checked_samples, cuda_available, require_ml,
+                              resolve_model)
 from monet_cli.plan import StagePlan
-from monet_cli.planners.protocol import (CONSENSUS, Message, consensus, load_prompts, medoid, proxy_to_pil, run_stage,
-                                        run_stages)
+from monet_cli.planners.protocol import Message, consensus, load_prompts, medoid, proxy_to_pil, run_stage, run_stages
 
 BIG_MODEL_BYTES = 2 * 1024**3  # above this, CPU runs are slow enough to warn, and use bf16
 # Kept in full precision: the output head and the vision encoder (small, and sensitive to
@@ -308,9 +308,8 @@ class QwenPlanner:
         self.seed = seed
         self.samples = (checked_samples(samples, "--samples", UsageError) if samples is not None
                         else preset.samples if preset else 1)
-        self.consensus = consensus if consensus is not None else preset.consensus if preset else "mean"
-        if self.consensus not in CONSENSUS:
-            raise UsageError(f"--consensus must be {' or '.join(CONSENSUS)}, not {self.consensus!r}")
+        self.consensus = (checked_consensus(consensus, "--consensus", UsageError) if consensus is not None
+                          else preset.consensus if preset else "mean")
         if consensus is not None and self.samples == 1:
             self.warnings.append(f"--consensus {consensus} has no effect with one sample per stage (--samples 1)")
         self.prompts = load_prompts(prompts or self.resolved.prompts)
