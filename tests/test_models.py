@@ -191,6 +191,8 @@ def test_backend_options_are_checked(hf_cache):
         get_planner("openai", model="m", samples=8, endpoint="http://127.0.0.1:9/v1")
     with pytest.raises(UsageError, match="--consensus is for --backend qwen"):
         get_planner("openai", model="m", consensus="medoid", endpoint="http://127.0.0.1:9/v1")
+    with pytest.raises(UsageError, match="--sample-temperature is for --backend qwen"):
+        get_planner("openai", model="m", sample_temperature=0.5, endpoint="http://127.0.0.1:9/v1")
     with pytest.raises(mm.ModelNotFoundError):
         get_planner("qwen", model="monetgpt-7b", quant=None, adapter=None, endpoint=None)
     with pytest.raises(UsageError, match="unknown backend"):
@@ -242,6 +244,17 @@ def test_preset_generation_consensus_is_checked(tmp_path):
     raw["generation"]["consensus"] = "vote"
     with pytest.raises(MonetError, match="generation.consensus"):
         mm._preset_from(raw, tmp_path / "x.yaml")
+
+
+def test_preset_generation_sample_temperature_is_checked(tmp_path):
+    raw = {"name": "x", "description": "", "architecture": "qwen2-vl", "hub_id": "a/b", "generation": {}}
+    assert mm._preset_from(raw, tmp_path / "x.yaml").sample_temperature == 1.0
+    raw["generation"]["sample_temperature"] = 0.5
+    assert mm._preset_from(raw, tmp_path / "x.yaml").sample_temperature == 0.5
+    for bad in (0, -1, 2.5, "0.5", True, None):
+        raw["generation"]["sample_temperature"] = bad
+        with pytest.raises(MonetError, match="generation.sample_temperature"):
+            mm._preset_from(raw, tmp_path / "x.yaml")
 
 
 def test_preset_generation_samples_are_checked(tmp_path):

@@ -232,6 +232,34 @@ def test_medoid_consensus_plans_one_of_the_sampled_plans(tiny, proxy, monkeypatc
     assert any("--consensus medoid has no effect" in w for w in lone.warnings)  # told, not silently ignored
 
 
+def test_sample_temperature_is_what_the_samples_are_drawn_at(tiny, proxy, monkeypatch):
+    from monet_cli.errors import UsageError
+    from monet_cli.plan import Plan
+    from monet_cli.planners.base import get_planner, plan_proxy
+
+    temps = []
+    real = qwen.generate_many
+    monkeypatch.setattr(qwen, "generate_many", lambda loaded, convs, *a, **k: temps.append(k["temperature"]) or
+                        real(loaded, convs, *a, **k))
+    p = get_planner("qwen", model=str(tiny), samples=2)
+    assert p.sample_temperature == 1.0  # the tiny preset's default: the model's own distribution
+    cool = get_planner("qwen", model=str(tiny), samples=2, sample_temperature=0.4)
+    d = plan_proxy(proxy, cool).to_dict()
+    assert temps and set(temps) == {0.4}  # every batch of every stage
+    assert d["planner"]["sample_temperature"] == 0.4 and Plan.from_dict(d).planner.sample_temperature == 0.4
+    one = plan_proxy(proxy, get_planner("qwen", model=str(tiny))).to_dict()["planner"]
+    assert "sample_temperature" not in one  # one greedy plan: nothing was sampled
+    for bad in (0, 0.0, -0.5, 3, True):
+        with pytest.raises(UsageError, match="--sample-temperature"):
+            get_planner("qwen", model=str(tiny), samples=2, sample_temperature=bad)
+    lone = get_planner("qwen", model=str(tiny), samples=1, sample_temperature=0.5)
+    assert any("--sample-temperature 0.5 has no effect" in w for w in lone.warnings)
+    from monet_cli.bench import decoding_of  # bench reports say how the model was decoded
+
+    assert decoding_of(cool) == {"samples": 2, "consensus": "mean", "sample_temperature": 0.4}
+    assert decoding_of(lone) == {"samples": 1} and decoding_of(get_planner("auto")) is None
+
+
 def test_edit_stage_replans_with_the_recorded_samples(tiny, proxy, tmp_path, monkeypatch):
     """A plan made from N samples re-plans its later stages from N samples too (the
     sidecar's planner block, not the preset's default)."""
@@ -258,3 +286,9 @@ def test_edit_stage_replans_with_the_recorded_samples(tiny, proxy, tmp_path, mon
     monkeypatch.setattr(qwen, "medoid", lambda plans, proxy: used.append(len(plans)) or plans[0])
     edit_stage(photo, "color", set_values={"Tint": 5.0})
     assert used == [2] and read_sidecar(photo)[0].planner.consensus == "medoid"  # HSL re-planned by medoid
+    plan_to_sidecar(photo, get_planner("qwen", model=str(tiny), samples=2, sample_temperature=0.3), force=True)
+    temps = []
+    monkeypatch.setattr(qwen, "generate_many", lambda loaded, convs, *a, **k: temps.append(k["temperature"]) or
+                        real(loaded, convs, *a, **k))
+    edit_stage(photo, "lighting", set_values={"Exposure": 5.0})
+    assert temps and set(temps) == {0.3} and read_sidecar(photo)[0].planner.sample_temperature == 0.3

@@ -186,6 +186,7 @@ class BenchReport:
     cases: list[Case]
     failed_photos: list[tuple[str, str]]
     lpips: str
+    decoding: dict | None = None  # model backends that sample: samples, consensus, sample_temperature
 
     def _group(self, kind: str) -> list[Case]:
         if kind == ALL:
@@ -235,7 +236,8 @@ class BenchReport:
         return [m for m in ev.METRICS if m in names]
 
     def to_dict(self, *, cases: bool = True) -> dict:
-        d = {"backend": self.backend, "model": self.model, "style": self.style, "size": self.size,
+        d = {"backend": self.backend, "model": self.model, "decoding": self.decoding, "style": self.style,
+             "size": self.size,
              "photos": self.photos, "kinds": self.kinds, "seeds": self.seeds,
              "methods": {"degraded": "left alone", "restored": f"planned by {self.backend} and rendered",
                          "autocontrast": "1–99 % luminance stretch", "grey_world": "grey-world white balance"},
@@ -317,7 +319,19 @@ def run_restore(references: list[tuple[str, np.ndarray]], planner, *, kinds=DEFA
                 on_case(case)
     return BenchReport(backend=planner.name, model=getattr(planner, "model", None), style=style, size=size,
                        photos=[n for n, _ in references], kinds=kinds, seeds=seeds, cases=cases,
-                       failed_photos=list(failed_photos), lpips=why)
+                       failed_photos=list(failed_photos), lpips=why, decoding=decoding_of(planner))
+
+
+def decoding_of(planner) -> dict | None:
+    """How a model planner decodes, for the report: ``{"samples": 1}`` for one plan, plus the
+    consensus and sampling temperature when it samples; None for planners without samples."""
+    samples = getattr(planner, "samples", None)
+    if samples is None:
+        return None
+    if samples == 1:
+        return {"samples": 1}
+    return {"samples": samples, "consensus": getattr(planner, "consensus", None),
+            "sample_temperature": getattr(planner, "sample_temperature", None)}
 
 
 def write_outputs(report: BenchReport, out_dir, *, force: bool = False) -> list[Path]:

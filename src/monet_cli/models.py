@@ -55,6 +55,7 @@ class Preset:
     temperature: float = 0.3
     samples: int = 1  # > 1: plan each stage from the consensus of that many sampled plans
     consensus: str = "mean"  # that consensus: "mean" (of the values) or "medoid" (nearest result)
+    sample_temperature: float = 1.0  # the temperature those samples are drawn at (1: the model's own distribution)
     max_new_tokens: dict = field(default_factory=lambda: {"analysis": 1024, "values": 256})
     gpu_memory_gb: dict = field(default_factory=dict)  # quant → GiB, estimated
     download_gb: float = 0.0
@@ -82,6 +83,20 @@ def checked_consensus(v, what: str = "generation.consensus", error=ValueError) -
     return v
 
 
+MAX_SAMPLE_TEMPERATURE = 2.0
+
+
+def checked_sample_temperature(v, what: str = "generation.sample_temperature", error=ValueError) -> float:
+    """``v`` as a float if it is a temperature to draw several plans at (above 0, at most
+    :data:`MAX_SAMPLE_TEMPERATURE`: at 0 every sample would be the same greedy plan), else
+    ``error`` naming ``what``: one rule for preset files and the ``--sample-temperature`` option."""
+    ok = not isinstance(v, bool) and isinstance(v, (int, float)) and 0 < v <= MAX_SAMPLE_TEMPERATURE
+    if not ok:
+        raise error(f"{what} must be a number above 0 and at most {MAX_SAMPLE_TEMPERATURE:g} (0 would make every "
+                    f"sample the one greedy plan: use --samples 1), got {v!r}")
+    return float(v)
+
+
 def _preset_from(raw: dict, path: Path) -> Preset:
     try:
         gen = raw.get("generation") or {}
@@ -99,6 +114,7 @@ def _preset_from(raw: dict, path: Path) -> Preset:
             min_pixels=int(px.get("min", 56 * 56)), max_pixels=int(px.get("max", 1280 * 28 * 28)),
             prompts=str(raw.get("prompts", "monetgpt")), temperature=float(gen.get("temperature", 0.3)),
             samples=checked_samples(gen.get("samples", 1)), consensus=checked_consensus(gen.get("consensus", "mean")),
+            sample_temperature=checked_sample_temperature(gen.get("sample_temperature", 1.0)),
             max_new_tokens={"analysis": 1024, "values": 256, **(gen.get("max_new_tokens") or {})},
             gpu_memory_gb={str(k): float(v) for k, v in (raw.get("gpu_memory_gb") or {}).items()},
             download_gb=float(raw.get("download_gb", 0)),

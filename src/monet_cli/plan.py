@@ -6,7 +6,8 @@ Layout (schema ``monet.plan``, version 1)::
       "schema": "monet.plan", "version": 1,
       "source": {"name": "IMG_0042.CR2", "size": 25165824, "sha256": "…"},
       "planner": {"backend": "auto", "model": null, "adapter": null, "style": "balanced",
-                  "seed": 0, "instructions": null, "monet_version": "0.1.0"},  # + "samples", "consensus" (qwen)
+                  "seed": 0, "instructions": null, "monet_version": "0.1.0"},
+                  # + "samples", "consensus", "sample_temperature" (qwen)
       "created": "2026-11-27T22:15:00+00:00",
       "stages": {
         "lighting": {"status": "ok", "locked": false,
@@ -115,10 +116,11 @@ class Planner:
     monet_version: str = __version__
     samples: int | None = None  # model backends: sampled plans per stage behind the consensus (1: one answer)
     consensus: str | None = None  # with samples > 1: "mean" or "medoid" (planners/protocol.py)
+    sample_temperature: float | None = None  # with samples > 1: the temperature they were drawn at
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
-        for k in ("samples", "consensus"):  # planners that do not sample write no such keys
+        for k in ("samples", "consensus", "sample_temperature"):  # planners that do not sample write no such keys
             if d[k] is None:
                 del d[k]
         return d

@@ -115,7 +115,7 @@ def edit_stage(photo, stage: str, *, set_values: dict[str, float] | None = None,
     to this one; earlier stages and locked later stages are kept. The previous version goes
     into ``history``.
     """
-    from monet_cli.models import CONSENSUS
+    from monet_cli.models import CONSENSUS, checked_sample_temperature
     from monet_cli.planners.base import get_planner, plan_photo
 
     if stage not in STAGES:
@@ -157,6 +157,10 @@ def edit_stage(photo, stage: str, *, set_values: dict[str, float] | None = None,
                 opts["samples"] = p.samples  # re-plan the later stages the way the plan was made
                 if p.consensus in CONSENSUS:
                     opts["consensus"] = p.consensus
+                try:
+                    opts["sample_temperature"] = checked_sample_temperature(p.sample_temperature)
+                except ValueError:  # absent (plans from before it was recorded) or edited: the preset's
+                    pass
             planner = get_planner(p.backend if p.backend not in ("manual", "xmp") else "auto", **opts)
         keep = {s: new.stages[s] for s in STAGES if s not in later or new.stages[s].locked}
         replanned = plan_photo(photo, planner, style=new.planner.style, instructions=new.planner.instructions,

@@ -250,6 +250,9 @@ def bench_restore_cmd(
                                                                   "preset's; mini: 8)."),
     consensus: Optional[str] = typer.Option(None, "--consensus", help="qwen, with --samples > 1: 'mean' or "
                                                                       "'medoid' (default: the preset's)."),
+    sample_temperature: Optional[float] = typer.Option(None, "--sample-temperature", help="qwen, with --samples "
+                                                       "> 1: temperature the plans are sampled at (0 < T <= 2; "
+                                                       "default: the preset's, 1)."),
     style: str = typer.Option("balanced", "--style", "-s", help="Style the backend plans with."),
     kinds: Optional[str] = typer.Option(None, "--kinds", help="Comma-separated degradations (default: all 8 and "
                                                               "3 combinations): under, over, warm, cool, flat, "
@@ -289,7 +292,8 @@ def bench_restore_cmd(
     kind_list = [k.strip() for k in kinds.split(",") if k.strip()] if kinds else list(DEFAULT_KINDS)
     names = [n.strip() for n in photos.split(",") if n.strip()] if photos else None
     planner = get_planner(backend, model=model, adapter=str(adapter) if adapter else None, quant=quant,
-                          endpoint=endpoint, samples=samples, consensus=consensus)
+                          endpoint=endpoint, samples=samples, consensus=consensus,
+                          sample_temperature=sample_temperature)
     for warning in getattr(planner, "warnings", None) or []:
         console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(warning)}")
     refs, failed = load_references(photo_dir, size=size, names=names)

@@ -78,6 +78,10 @@ def plan_cmd(
     consensus: Optional[str] = typer.Option(None, "--consensus", help="qwen, with --samples > 1: 'mean' (each "
                                             "value's mean) or 'medoid' (the sampled plan whose result is nearest "
                                             "to the others'); default: the preset's."),
+    sample_temperature: Optional[float] = typer.Option(None, "--sample-temperature", help="qwen, with --samples "
+                                                       "> 1: temperature the plans are sampled at, above 0 and at "
+                                                       "most 2 (default: the preset's; 1: the model's own "
+                                                       "distribution; lower: samples that agree more)."),
     seed: int = typer.Option(0, "--seed", help="Seed recorded in the plan (model sampling)."),
     force: bool = typer.Option(False, "--force", "-f", help="Replan photos that already have a sidecar."),
     sidecar_dir: Optional[Path] = typer.Option(None, "--sidecar-dir",
@@ -112,7 +116,7 @@ def plan_cmd(
         if not quiet and not as_json and model is None:
             console(stderr=True).print(f"[dim]{escape(why)}[/dim]")
     options = {"model": model, "adapter": str(adapter) if adapter else None, "quant": quant, "endpoint": endpoint,
-               "samples": samples, "consensus": consensus}
+               "samples": samples, "consensus": consensus, "sample_temperature": sample_temperature}
     if backend.strip().lower() != "auto":
         options["seed"] = seed  # model sampling follows --seed
     planner = get_planner(backend, **options)

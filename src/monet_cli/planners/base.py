@@ -180,10 +180,12 @@ def plan_proxy(proxy: np.ndarray, planner: StagePlanner, *, style: str = "balanc
                     raise
                 stages[stage] = StagePlan(status="failed", error=_error_text(e))
     samples = getattr(planner, "samples", None)
+    sampled = (samples or 1) > 1  # one plan: no consensus, no sampling temperature
     return Plan(stages=stages, planner=Planner(
         backend=planner.name, model=getattr(planner, "model", None), adapter=getattr(planner, "adapter", None),
         style=style, seed=seed, instructions=instructions, samples=samples,
-        consensus=getattr(planner, "consensus", None) if (samples or 1) > 1 else None))  # one plan: no consensus
+        consensus=getattr(planner, "consensus", None) if sampled else None,
+        sample_temperature=getattr(planner, "sample_temperature", None) if sampled else None))
 
 
 def plan_photo(path, planner: StagePlanner, *, style: str = "balanced", instructions: str | None = None,

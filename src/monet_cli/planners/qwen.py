@@ -29,8 +29,8 @@ import numpy as np
 
 from monet_cli.catalog import STAGES
 from monet_cli.errors import MonetError, UsageError
-from monet_cli.models import (QUANTS, ResolvedModel, checked_consensus, checked_samples, cuda_available, require_ml,
-                              resolve_model)
+from monet_cli.models import (QUANTS, ResolvedModel, checked_consensus, checked_sample_temperature, checked_samples,
+                              cuda_available, require_ml, resolve_model)
 from monet_cli.plan import StagePlan
 from monet_cli.planners.protocol import Message, consensus, load_prompts, medoid, proxy_to_pil, run_stage, run_stages
 
@@ -40,7 +40,7 @@ BIG_MODEL_BYTES = 2 * 1024**3  # above this, CPU runs are slow enough to warn, a
 # prefixes or suffixes ("model.visual"), so both spellings are given.
 SKIP_QUANT = ["lm_head", "visual", "model.visual"]
 IMAGE_TOKENS = "<|vision_start|><|image_pad|><|vision_end|>"
-SAMPLE_TEMPERATURE = 1.0  # samples for a consensus plan come from the model's own distribution
+SAMPLE_TEMPERATURE = 1.0  # default: samples for a consensus plan come from the model's own distribution
 
 
 def _need(pkg: str, what: str):
@@ -272,7 +272,7 @@ class QwenPlanner:
     def __init__(self, model: str | None = None, *, adapter=None, quant: str | None = None,
                  device: str | None = None, dtype: str | None = None, temperature: float | None = None,
                  max_new_tokens: int | None = None, seed: int | None = 0, prompts: str | None = None,
-                 samples: int | None = None, consensus: str | None = None):
+                 samples: int | None = None, consensus: str | None = None, sample_temperature: float | None = None):
         if adapter is not None:
             from monet_cli.train.config import is_full_run, run_base_model
 
@@ -310,8 +310,12 @@ class QwenPlanner:
                         else preset.samples if preset else 1)
         self.consensus = (checked_consensus(consensus, "--consensus", UsageError) if consensus is not None
                           else preset.consensus if preset else "mean")
-        if consensus is not None and self.samples == 1:
-            self.warnings.append(f"--consensus {consensus} has no effect with one sample per stage (--samples 1)")
+        self.sample_temperature = (
+            checked_sample_temperature(sample_temperature, "--sample-temperature", UsageError)
+            if sample_temperature is not None else preset.sample_temperature if preset else SAMPLE_TEMPERATURE)
+        for flag, given in (("--consensus", consensus), ("--sample-temperature", sample_temperature)):
+            if given is not None and self.samples == 1:
+                self.warnings.append(f"{flag} {given} has no effect with one sample per stage (--samples 1)")
         self.prompts = load_prompts(prompts or self.resolved.prompts)
         self.loaded = load_model(self.resolved.path, adapter=self.adapter and Path(self.adapter).expanduser(),
                                  quant=self.quant, device=self.device, dtype=self.dtype)
@@ -325,7 +329,7 @@ class QwenPlanner:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise UsageError(f"--concurrency must be a positive integer, got {concurrency!r}")
         known = {"model", "adapter", "quant", "device", "dtype", "temperature", "max_new_tokens", "seed", "prompts",
-                 "samples", "consensus"}
+                 "samples", "consensus", "sample_temperature"}
         unknown = set(options) - known
         if unknown:
             raise UsageError(f"the qwen backend takes no option {', '.join(sorted(unknown))}")
@@ -344,10 +348,10 @@ class QwenPlanner:
                         max_pixels=self.resolved.max_pixels)
 
     def chat_many(self, conversations: list[list[Message]], image, *, turn: int = 0, stage: str = "") -> list[str]:
-        """Sampled answers (:data:`SAMPLE_TEMPERATURE`) to several conversations, one batch."""
+        """Answers to several conversations, one batch, sampled at ``sample_temperature``."""
         kind = "analysis" if turn == 0 else "values"
         return generate_many(self.loaded, conversations, image, max_new_tokens=self.max_new_tokens[kind],
-                             temperature=SAMPLE_TEMPERATURE, seed=self._seed(stage, turn),
+                             temperature=self.sample_temperature, seed=self._seed(stage, turn),
                              min_pixels=self.resolved.min_pixels, max_pixels=self.resolved.max_pixels)
 
     def plan_stage(self, stage: str, proxy: np.ndarray, *, style: str = "balanced", instructions: str | None = None,
