@@ -38,7 +38,10 @@ One command, seeds fixed, progress shown::
 
 Prints one table (mean ΔE2000 over the held-out degraded cases, and on the undegraded
 originals) and writes ``OUT/mini.json`` and ``OUT/mini.md``. Steps whose outputs exist are
-skipped on a rerun (delete a folder to redo it).
+skipped on a rerun (delete a folder to redo it). One run is one draw: seeds move the figures
+by more than most settings do, so compare settings over several ``--seed`` runs, one
+``--out`` each, with ``benchmarks/mini_seeds.py OUT_0 OUT_1 ...`` (mean ± sd and paired
+intervals).
 """
 
 from __future__ import annotations
