@@ -346,3 +346,36 @@ def test_a_lock_without_a_pid_is_taken_over_only_once_old(tmp_path):
     assert not lock_file.exists()
     lock_file.write_text("999999999")  # a dead owner's pid: stale at once
     assert PhotoLock(photo).acquire()
+
+
+def test_a_lock_is_born_with_its_pid(tmp_path, monkeypatch):
+    """The lock file appears with the owner's pid in it (temp file + hard link), so a kill
+    between creating and filling it cannot leave an empty lock that a rerun must honour."""
+    import os
+
+    from monet_cli.batch import LOCK_SUFFIX, PhotoLock
+
+    photo = tmp_path / "p.jpg"
+    lock_file = tmp_path / ("p.jpg" + LOCK_SUFFIX)
+    real_link, seen = os.link, []
+
+    def link(src, dst):
+        seen.append(Path(src).read_text())  # what the lock will hold the moment it exists
+        return real_link(src, dst)
+
+    monkeypatch.setattr(os, "link", link)
+    lock = PhotoLock(photo)
+    assert lock.acquire() and seen == [str(os.getpid())] and lock_file.read_text() == str(os.getpid())
+    assert not PhotoLock(photo).acquire()  # held by this live process
+    assert sorted(p.name for p in tmp_path.iterdir()) == [lock_file.name]  # no temp file left
+    lock.release()
+
+    def no_links(src, dst):
+        raise OSError(1, "hard links not supported")
+
+    monkeypatch.setattr(os, "link", no_links)  # such file systems: created, then filled
+    lock = PhotoLock(photo)
+    assert lock.acquire() and lock_file.read_text() == str(os.getpid())
+    assert sorted(p.name for p in tmp_path.iterdir()) == [lock_file.name]
+    lock.release()
+    assert list(tmp_path.iterdir()) == []

@@ -149,7 +149,7 @@ class PhotoLock:
     def acquire(self) -> bool:
         for _ in range(2):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                self._create()
             except FileExistsError:
                 if not self._remove_stale():
                     return False
@@ -158,11 +158,35 @@ class PhotoLock:
                 # read-only media: nothing can be written beside the photo, so there is
                 # nothing to protect there; go on without a lock
                 return True
-            with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
             self.held = True
             return True
         return False
+
+    def _create(self) -> None:
+        """Create the lock file with this process's pid already in it: the pid goes into a
+        temporary file that is then hard-linked to the lock's name (atomic, and refused when
+        the lock exists). A lock created empty and filled a moment later could be left empty
+        by a kill in between, and an empty lock is honoured for EMPTY_LOCK_GRACE_S, so a rerun
+        straight after ``kill -9`` skipped that photo. Where hard links are not supported, the
+        lock is created empty and filled."""
+        pid = str(os.getpid())
+        tmp = self.path.with_name(f".{self.path.name}.{pid}-{threading.get_ident()}.monet-tmp")
+        tmp.write_text(pid)
+        try:
+            os.link(tmp, self.path)
+            return
+        except FileExistsError:
+            raise
+        except OSError:  # no hard links here (some network or FUSE file systems)
+            pass
+        finally:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(pid)
 
     def _remove_stale(self) -> bool:
         """Remove the existing lock if its owner is gone; False when it is held."""
