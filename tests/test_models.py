@@ -183,10 +183,12 @@ def test_backend_options_are_checked(hf_cache):
         get_planner("qwen", model="tiny", endpoint="http://x")
     with pytest.raises(UsageError, match="--quant is for --backend qwen"):
         get_planner("openai", model="m", quant="4bit", endpoint="http://127.0.0.1:9/v1")
-    with pytest.raises(UsageError, match="no option warp"):
+    with pytest.raises(UsageError, match="no option --warp"):
         get_planner("qwen", warp=9)
-    with pytest.raises(UsageError, match="no option samples"):
+    with pytest.raises(UsageError, match="no option --samples"):
         get_planner("auto", samples=8)
+    with pytest.raises(UsageError, match="no option --sample-temperature"):
+        get_planner("auto", sample_temperature=0.5)
     with pytest.raises(UsageError, match="--samples is for --backend qwen"):
         get_planner("openai", model="m", samples=8, endpoint="http://127.0.0.1:9/v1")
     with pytest.raises(UsageError, match="--consensus is for --backend qwen"):

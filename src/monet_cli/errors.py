@@ -31,3 +31,9 @@ class PlanError(MonetError):
 
 class OutputError(MonetError):
     """An output cannot be written (exists, no space, permission)."""
+
+
+def flag_names(names) -> list[str]:
+    """Planner option names as a user types them, sorted: ``sample_temperature`` →
+    ``--sample-temperature`` (for messages about options a backend does not take)."""
+    return ["--" + str(n).replace("_", "-") for n in sorted(names)]

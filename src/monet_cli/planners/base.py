@@ -24,7 +24,7 @@ import numpy as np
 
 from monet_cli import colorspaces as cs
 from monet_cli.catalog import STAGES, catalog
-from monet_cli.errors import UsageError
+from monet_cli.errors import UsageError, flag_names
 from monet_cli.measure import area_downscale, area_size
 from monet_cli.plan import Plan, Planner, StagePlan
 
@@ -217,7 +217,7 @@ def get_planner(backend: str = "auto", **options) -> StagePlanner:
         from monet_cli.planners.auto import AutoPlanner
 
         if given:
-            raise UsageError(f"the auto backend takes no option {', '.join(sorted(given))}")
+            raise UsageError(f"the auto backend takes no option {', '.join(flag_names(given))}")
         return AutoPlanner()
     if name == "qwen":
         from monet_cli.planners.qwen import QwenPlanner

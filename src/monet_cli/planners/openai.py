@@ -34,7 +34,7 @@ import urllib.request
 
 import numpy as np
 
-from monet_cli.errors import MonetError, UsageError
+from monet_cli.errors import MonetError, UsageError, flag_names
 from monet_cli.plan import StagePlan
 from monet_cli.planners.protocol import Message, load_prompts, proxy_to_pil, run_stage
 
@@ -136,7 +136,7 @@ class OpenAIPlanner:
                  "max_tokens", "image_format", "prompts", "seed"}
         unknown = set(options) - known
         if unknown:
-            raise UsageError(f"the openai backend takes no option {', '.join(sorted(unknown))}")
+            raise UsageError(f"the openai backend takes no option {', '.join(flag_names(unknown))}")
         return cls(**options)
 
     # ------------------------------------------------------------------ HTTP

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from monet_cli.catalog import STAGES
-from monet_cli.errors import MonetError, UsageError
+from monet_cli.errors import MonetError, UsageError, flag_names
 from monet_cli.models import (QUANTS, ResolvedModel, checked_consensus, checked_sample_temperature, checked_samples,
                               cuda_available, require_ml, resolve_model)
 from monet_cli.plan import StagePlan
@@ -332,7 +332,7 @@ class QwenPlanner:
                  "samples", "consensus", "sample_temperature"}
         unknown = set(options) - known
         if unknown:
-            raise UsageError(f"the qwen backend takes no option {', '.join(sorted(unknown))}")
+            raise UsageError(f"the qwen backend takes no option {', '.join(flag_names(unknown))}")
         return cls(**options)
 
     def _seed(self, stage: str, turn: int) -> int | None:
