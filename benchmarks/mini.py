@@ -63,6 +63,14 @@ KINDS = ("under", "over", "warm", "cool", "flat", "oversaturated", "under+cool")
 SAMPLES = 8  # the mini preset's consensus: each stage planned from the mean of 8 sampled plans
 
 
+def decodings(samples: int) -> dict[str, tuple[str, list]]:
+    """Each model's three decodings (module docstring, step 7): bench-folder suffix → (table
+    label, ``monet bench restore`` arguments)."""
+    return {"": (f"mean of {samples} samples", ["--samples", samples]),
+            "-medoid": (f"medoid of {samples} samples", ["--samples", samples, "--consensus", "medoid"]),
+            "-greedy": ("greedy, one plan", ["--samples", 1])}
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -197,11 +205,9 @@ def train_both(out: Path, init: Path, runs: dict[str, list[Path]], minutes: floa
 def bench(out: Path, corpus: Path, quick: bool, samples: int) -> dict:
     kinds = ["under", "warm", "flat"] if quick else list(KINDS)
     jobs = {"auto": ["--backend", "auto"]}
-    for name in ("puzzles", "regression"):  # each model decoded three ways (module docstring, step 7)
-        qwen = ["--backend", "qwen", "--model", out / f"run-{name}"]
-        jobs[f"mini-{name}"] = [*qwen, "--samples", samples]
-        jobs[f"mini-{name}-medoid"] = [*qwen, "--samples", samples, "--consensus", "medoid"]
-        jobs[f"mini-{name}-greedy"] = [*qwen, "--samples", 1]
+    for name in ("puzzles", "regression"):
+        for suffix, (_, args) in decodings(samples).items():
+            jobs[f"mini-{name}{suffix}"] = ["--backend", "qwen", "--model", out / f"run-{name}", *args]
     pending = [(n, a) for n, a in jobs.items() if not (out / f"bench-{n}" / "bench.json").is_file()]
     log(f"scoring on the held-out photos: {', '.join(n for n, _ in pending) or 'done before'}")
     running: list[tuple[str, subprocess.Popen]] = []
@@ -231,13 +237,10 @@ def table(reports: dict, trained: dict, samples: int) -> tuple[str, dict]:
     rows = [("identity (left alone)", *row(auto, "degraded"), None, None),
             ("auto (analytic planner)", *row(auto, "restored"), auto["delta_e_changes"], None)]
     for model, what in (("puzzles", "puzzles A+B+C with reasoning"), ("regression", "regression (values only)")):
-        for name, how in ((f"mini-{model}", f"mean of {samples} samples"),
-                          (f"mini-{model}-medoid", f"medoid of {samples} samples"),
-                          (f"mini-{model}-greedy", "greedy, one plan")):
-            label = f"mini, {what} — {how}"
-            rep = reports[name]
+        for suffix, (how, _) in decodings(samples).items():
+            rep = reports[f"mini-{model}{suffix}"]
             failed = sum(len(c["failed_stages"]) for c in rep["cases"])
-            rows.append((label, *row(rep, "restored"), rep["delta_e_changes"], failed))
+            rows.append((f"mini, {what} — {how}", *row(rep, "restored"), rep["delta_e_changes"], failed))
     n = auto["summary"]["all degraded"]["degraded"]["n"]
     head = (f"| planner | mean ΔE2000, {n} degraded held-out cases ↓ | ΔE2000 on the {len(auto['photos'])} "
             f"undegraded originals ↓ | better / same / worse than identity | failed stages |")

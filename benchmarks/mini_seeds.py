@@ -30,18 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
+# mini.py scores each model decoded three ways into OUT/bench-mini-MODEL[SUFFIX]
+DECODINGS = {"mean of samples": "", "medoid of samples": "-medoid", "greedy": "-greedy"}
 # bench folder of each planner row of mini.py's table, in its order; identity is the
 # benchmark's "degraded" column of any of them
-PLANNERS = {
-    "auto (analytic planner)": "auto",
-    "mini, puzzles — mean of samples": "mini-puzzles",
-    "mini, puzzles — medoid of samples": "mini-puzzles-medoid",
-    "mini, puzzles — greedy": "mini-puzzles-greedy",
-    "mini, regression — mean of samples": "mini-regression",
-    "mini, regression — medoid of samples": "mini-regression-medoid",
-    "mini, regression — greedy": "mini-regression-greedy",
-}
-DECODINGS = {"mean of samples": "", "medoid of samples": "-medoid", "greedy": "-greedy"}
+PLANNERS = {"auto (analytic planner)": "auto",
+            **{f"mini, {m} — {how}": f"mini-{m}{suffix}" for m in ("puzzles", "regression")
+               for how, suffix in DECODINGS.items()}}
 BOOTSTRAP = 10_000
 
 

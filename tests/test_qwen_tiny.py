@@ -254,7 +254,7 @@ def test_sample_temperature_is_what_the_samples_are_drawn_at(tiny, proxy, monkey
             get_planner("qwen", model=str(tiny), samples=2, sample_temperature=bad)
     lone = get_planner("qwen", model=str(tiny), samples=1, sample_temperature=0.5)
     assert any("--sample-temperature 0.5 has no effect" in w for w in lone.warnings)
-    from monet_cli.bench import decoding_of  # bench reports say how the model was decoded
+    from monet_cli.planners.base import decoding_of  # plans and bench reports say how the model was decoded
 
     assert decoding_of(cool) == {"samples": 2, "consensus": "mean", "sample_temperature": 0.4}
     assert decoding_of(lone) == {"samples": 1} and decoding_of(get_planner("auto")) is None

@@ -237,8 +237,7 @@ class BenchReport:
 
     def to_dict(self, *, cases: bool = True) -> dict:
         d = {"backend": self.backend, "model": self.model, "decoding": self.decoding, "style": self.style,
-             "size": self.size,
-             "photos": self.photos, "kinds": self.kinds, "seeds": self.seeds,
+             "size": self.size, "photos": self.photos, "kinds": self.kinds, "seeds": self.seeds,
              "methods": {"degraded": "left alone", "restored": f"planned by {self.backend} and rendered",
                          "autocontrast": "1–99 % luminance stretch", "grey_world": "grey-world white balance"},
              "rendition": "8-bit sRGB at long side ≤ size; PSNR capped at 100 dB",
@@ -291,6 +290,7 @@ def run_restore(references: list[tuple[str, np.ndarray]], planner, *, kinds=DEFA
                 style: str = "balanced", lpips: bool = True, original: bool = True, size: int = ev.COMMON_SIDE,
                 failed_photos=(), on_case: Callable[[Case], None] | None = None) -> BenchReport:
     """Run the benchmark (module docstring) on 8-bit sRGB ``references`` with ``planner``."""
+    from monet_cli.planners.base import decoding_of
     from monet_cli.render import render_linear
 
     kinds = list(kinds)
@@ -320,18 +320,6 @@ def run_restore(references: list[tuple[str, np.ndarray]], planner, *, kinds=DEFA
     return BenchReport(backend=planner.name, model=getattr(planner, "model", None), style=style, size=size,
                        photos=[n for n, _ in references], kinds=kinds, seeds=seeds, cases=cases,
                        failed_photos=list(failed_photos), lpips=why, decoding=decoding_of(planner))
-
-
-def decoding_of(planner) -> dict | None:
-    """How a model planner decodes, for the report: ``{"samples": 1}`` for one plan, plus the
-    consensus and sampling temperature when it samples; None for planners without samples."""
-    samples = getattr(planner, "samples", None)
-    if samples is None:
-        return None
-    if samples == 1:
-        return {"samples": 1}
-    return {"samples": samples, "consensus": getattr(planner, "consensus", None),
-            "sample_temperature": getattr(planner, "sample_temperature", None)}
 
 
 def write_outputs(report: BenchReport, out_dir, *, force: bool = False) -> list[Path]:

@@ -179,13 +179,22 @@ def plan_proxy(proxy: np.ndarray, planner: StagePlanner, *, style: str = "balanc
                 if stage in locked:
                     raise
                 stages[stage] = StagePlan(status="failed", error=_error_text(e))
-    samples = getattr(planner, "samples", None)
-    sampled = (samples or 1) > 1  # one plan: no consensus, no sampling temperature
     return Plan(stages=stages, planner=Planner(
         backend=planner.name, model=getattr(planner, "model", None), adapter=getattr(planner, "adapter", None),
-        style=style, seed=seed, instructions=instructions, samples=samples,
-        consensus=getattr(planner, "consensus", None) if sampled else None,
-        sample_temperature=getattr(planner, "sample_temperature", None) if sampled else None))
+        style=style, seed=seed, instructions=instructions, **(decoding_of(planner) or {})))
+
+
+def decoding_of(planner) -> dict | None:
+    """How a model planner decodes, as plans and bench reports record it: ``{"samples": 1}`` for
+    one plan, plus the consensus and sampling temperature when it samples; None for planners
+    without samples (auto, openai)."""
+    samples = getattr(planner, "samples", None)
+    if samples is None:
+        return None
+    if samples == 1:
+        return {"samples": 1}
+    return {"samples": samples, "consensus": getattr(planner, "consensus", None),
+            "sample_temperature": getattr(planner, "sample_temperature", None)}
 
 
 def plan_photo(path, planner: StagePlanner, *, style: str = "balanced", instructions: str | None = None,

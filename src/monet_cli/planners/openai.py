@@ -128,10 +128,10 @@ class OpenAIPlanner:
         for opt, flag in (("adapter", "--adapter"), ("quant", "--quant")):
             if opt in options:
                 raise UsageError(f"{flag} is for --backend qwen; an openai endpoint serves its model as it is")
-        for name, flag in (("samples", "--samples"), ("consensus", "--consensus"),
-                           ("sample_temperature", "--sample-temperature")):
-            if name in options:
-                raise UsageError(f"{flag} is for --backend qwen (it batches the samples on the model it loads)")
+        sampling = [n for n in ("samples", "consensus", "sample_temperature") if n in options]
+        if sampling:
+            raise UsageError(f"{flag_names(sampling[:1])[0]} is for --backend qwen (it batches the samples on the "
+                             f"model it loads)")
         known = {"model", "endpoint", "api_key_env", "timeout", "retries", "backoff", "concurrency", "temperature",
                  "max_tokens", "image_format", "prompts", "seed"}
         unknown = set(options) - known
