@@ -2,7 +2,7 @@
 
 One command, seeds fixed, progress shown::
 
-    python benchmarks/mini.py --out runs/mini [--seed 0] [--budget-minutes 30] [--puzzles 6000] [--perception 60] [--quick]
+    python benchmarks/mini.py --out runs/mini [--seed 0] [--budget-minutes 30] [--puzzle-minutes M] [--puzzles 6000] [--perception 60] [--quick]
 
 1. **Corpus** — ``benchmarks/corpus.sh OUT/corpus``: free photos (scikit-image, Debian wallpaper
    packages; licences in ``manifest.json`` / ``LICENSES.txt``), a fixed held-out subset.
@@ -25,11 +25,15 @@ One command, seeds fixed, progress shown::
    stand in for the visual pretraining a real Qwen-VL brings, the same for both sides of the
    ablation.
 6. **Training** — both from the *same* initial weights, every weight trained
-   (``monet train --config mini``: ``adapter.method: full``), each for ``--budget-minutes``
-   of wall time (default 30; 60 scored worse for both models, greedy 7.45 → 9.59 and
-   6.99 → 8.50 on the same data), the two runs in parallel, one thread each: each model gets
-   one of the machine's two cores for the budget.
-7. **Scoring** — ``monet bench restore OUT/corpus/heldout --seeds 1`` with ``--backend auto``,
+   (``monet train --config mini``: ``adapter.method: full``), the two runs in parallel, one
+   thread each: each model gets one of the machine's two cores. Regression trains for
+   ``--budget-minutes`` of wall time (default 30), the puzzle model for ``--puzzle-minutes``
+   (default: the same). With equal time the puzzle model passes over its data (1.4 times as
+   many records, A and B carrying 2 and 4 images, C its reasoning) about once and regression
+   over its own about 2.8 times; ``--puzzle-minutes 60`` gives the puzzle model about as
+   many passes over the puzzle-C images as regression makes.
+7. **Scoring** — as soon as a model is trained, on the core it frees:
+   ``monet bench restore OUT/corpus/heldout --seeds 1`` with ``--backend auto``,
    and ``--backend qwen --model RUN`` for each trained model (the normal planning path), decoded
    three ways: ``--samples 8`` (the mini preset's default: each stage is the mean of 8 plans
    sampled at temperature 1, generated as one batch), ``--samples 8 --consensus medoid`` (the
@@ -61,6 +65,7 @@ sys.path.insert(0, str(ROOT / "src"))
 # a model grows with their number: photos x (1 + kinds) plans per planner).
 KINDS = ("under", "over", "warm", "cool", "flat", "oversaturated", "under+cool")
 SAMPLES = 8  # the mini preset's consensus: each stage planned from the mean of 8 sampled plans
+POLL = 2.0  # seconds between looks at the running trainings and benches
 
 
 def decodings(samples: int) -> dict[str, tuple[str, list]]:
@@ -171,61 +176,83 @@ def make_regression(out: Path, shards: list[Path]) -> Path:
     return reg
 
 
-def train_both(out: Path, init: Path, runs: dict[str, list[Path]], minutes: float, max_steps: int,
-               seed: int = 0) -> dict:
-    """Both models by ``monet train --config mini`` (every weight, no adapter) from the same
-    initial folder, in parallel, one thread each; returns each run's ``metrics.json``."""
-    procs, logs = {}, {}
+def train_and_score(out: Path, init: Path, corpus: Path, runs: dict[str, list[Path]], minutes: dict[str, float],
+                    max_steps: int, seed: int, quick: bool, samples: int, jobs: int = 2) -> tuple[dict, dict]:
+    """Trains both models by ``monet train --config mini`` (every weight, no adapter) from the
+    same initial folder, in parallel, one thread each, each for its own ``minutes[name]``, and
+    scores them on the held-out photos (module docstring, step 7), ``jobs`` processes at once
+    (the trainings start regardless). A core that a finished training frees scores at once
+    (auto first, then that model's decodings), so a longer budget for one model overlaps the
+    other's scoring. On an error or Ctrl-C the processes still running are stopped. Returns (each run's ``metrics.json``,
+    each bench's ``bench.json``); steps whose outputs exist are skipped."""
+    kinds = ["under", "warm", "flat"] if quick else list(KINDS)
+    train, logs = {}, {}
     for name, data in runs.items():
         run = out / f"run-{name}"
         if (run / "metrics.json").is_file() and (run / "model.safetensors").is_file():
             continue
         logs[name] = out / f"train-{name}.log"
-        extra = ["--set", f"train.max_minutes={minutes:g}", "--set", "data.eval_fraction=0", "--set", f"train.seed={seed}"]
+        extra = ["--set", f"train.max_minutes={minutes[name]:g}", "--set", "data.eval_fraction=0",
+                 "--set", f"train.seed={seed}"]
         if max_steps:
             extra += ["--set", f"train.max_steps={max_steps}"]
-        procs[name] = monet("train", *data, "--config", "mini", "--model", init, "--out", run, "--force", *extra,
+        train[name] = monet("train", *data, "--config", "mini", "--model", init, "--out", run, "--force", *extra,
                             threads=1, stdout=subprocess.DEVNULL, stderr=logs[name].open("w"))
-    if procs:
-        log(f"training {', '.join(procs)} from scratch (monet train --config mini), {minutes:g} min each, "
-            f"in parallel (1 thread each)")
-    while any(p.poll() is None for p in procs.values()):
-        time.sleep(30 if minutes > 2 else 5)
-        status = []
-        for name in procs:
-            last = [l.strip() for l in logs[name].read_text(errors="replace").splitlines() if l.startswith("step")]
-            status.append(f"{name}: {last[-1] if last else 'starting'}")
-        log("  " + " | ".join(status))
-    for name, p in procs.items():
-        if p.returncode != 0:
-            raise SystemExit(f"training {name} failed; see {logs[name]}")
-    return {name: json.loads((out / f"run-{name}" / "metrics.json").read_text()) for name in runs}
-
-
-def bench(out: Path, corpus: Path, quick: bool, samples: int) -> dict:
-    kinds = ["under", "warm", "flat"] if quick else list(KINDS)
-    jobs = {"auto": ["--backend", "auto"]}
-    for name in ("puzzles", "regression"):
+    if train:
+        log(f"training {', '.join(f'{n} ({minutes[n]:g} min)' for n in train)} from scratch (monet train "
+            f"--config mini), in parallel (1 thread each)")
+    benches = {"auto": (None, ["--backend", "auto"])}  # bench name → (the model it needs, planner arguments)
+    for name in sorted(runs, key=lambda n: minutes[n]):  # the model that finishes first is scored first
         for suffix, (_, args) in decodings(samples).items():
-            jobs[f"mini-{name}{suffix}"] = ["--backend", "qwen", "--model", out / f"run-{name}", *args]
-    pending = [(n, a) for n, a in jobs.items() if not (out / f"bench-{n}" / "bench.json").is_file()]
-    log(f"scoring on the held-out photos: {', '.join(n for n, _ in pending) or 'done before'}")
-    running: list[tuple[str, subprocess.Popen]] = []
-    while pending or running:
-        while pending and len(running) < 2:
-            n, a = pending.pop(0)
-            extra = ["--kinds", ",".join(kinds)]
-            running.append((n, monet("bench", "restore", corpus / "heldout", *a, "--seeds", "1", "--no-lpips", *extra,
-                                     "--out", out / f"bench-{n}", "--force", "--quiet", threads=1,
-                                     stdout=subprocess.DEVNULL)))
-        time.sleep(2)
-        for item in list(running):
-            if item[1].poll() is not None:
-                if item[1].returncode != 0:
-                    raise SystemExit(f"bench {item[0]} failed (exit {item[1].returncode})")
-                log(f"  scored {item[0]}")
-                running.remove(item)
-    return {n: json.loads((out / f"bench-{n}" / "bench.json").read_text()) for n in jobs}
+            benches[f"mini-{name}{suffix}"] = (name, ["--backend", "qwen", "--model", out / f"run-{name}", *args])
+    for n, (model, args) in benches.items():
+        benches[n] = (model, ["bench", "restore", corpus / "heldout", *args, "--seeds", "1", "--no-lpips", "--kinds",
+                              ",".join(kinds), "--out", out / f"bench-{n}", "--force", "--quiet"])
+    pending = [n for n in benches if not (out / f"bench-{n}" / "bench.json").is_file()]
+    log(f"scoring on the held-out photos as models finish: {', '.join(pending) or 'done before'}")
+    scoring: dict[str, subprocess.Popen] = {}
+    try:
+        _schedule(train, logs, scoring, pending, benches, minutes, jobs)
+    finally:
+        for p in [*train.values(), *scoring.values()]:
+            if p.poll() is None:
+                p.terminate()
+                p.wait()
+    trained = {name: json.loads((out / f"run-{name}" / "metrics.json").read_text()) for name in runs}
+    return trained, {n: json.loads((out / f"bench-{n}" / "bench.json").read_text()) for n in benches}
+
+
+def _schedule(train, logs, scoring, pending, benches, minutes, jobs) -> None:
+    """The loop of :func:`train_and_score`: ``train`` and ``scoring`` hold the running
+    processes (emptied as they finish), ``pending`` the benches to start (``benches``: name →
+    (the model it waits for, its ``monet`` arguments))."""
+    last_status = time.monotonic()
+    while pending or scoring or train:
+        for name, p in list(train.items()):
+            if p.poll() is not None:
+                if p.returncode != 0:
+                    raise SystemExit(f"training {name} failed; see {logs[name]}")
+                log(f"  trained {name}")
+                del train[name]
+        for n, p in list(scoring.items()):
+            if p.poll() is not None:
+                if p.returncode != 0:
+                    raise SystemExit(f"bench {n} failed (exit {p.returncode})")
+                log(f"  scored {n}")
+                del scoring[n]
+        for n in [n for n in pending if benches[n][0] not in train]:
+            if len(train) + len(scoring) >= jobs:
+                break
+            pending.remove(n)
+            scoring[n] = monet(*benches[n][1], threads=1, stdout=subprocess.DEVNULL)
+        if train and time.monotonic() - last_status >= (30 if max(minutes.values()) > 2 else 5):
+            last_status = time.monotonic()
+            status = []
+            for name in train:
+                last = [l.strip() for l in logs[name].read_text(errors="replace").splitlines() if l.startswith("step")]
+                status.append(f"{name}: {last[-1] if last else 'starting'}")
+            log("  " + " | ".join(status) + (f" | scoring {', '.join(scoring)}" if scoring else ""))
+        time.sleep(POLL)
 
 
 def table(reports: dict, trained: dict, samples: int) -> tuple[str, dict]:
@@ -260,8 +287,16 @@ def table(reports: dict, trained: dict, samples: int) -> tuple[str, dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("runs/mini"), help="Working folder (default runs/mini).")
-    ap.add_argument("--budget-minutes", type=float, default=30.0, help="Training time of each model (default 30); "
-                                                                       "the two train in parallel, one core each.")
+    ap.add_argument("--budget-minutes", type=float, default=30.0, help="Training time of the regression model, "
+                                                                       "and of the puzzle model unless "
+                                                                       "--puzzle-minutes says otherwise (default "
+                                                                       "30); the two train in parallel, one core "
+                                                                       "each.")
+    ap.add_argument("--puzzle-minutes", type=float, default=None, help="Training time of the puzzle model (default: "
+                                                                       "--budget-minutes). Its data is larger (puzzles "
+                                                                       "A and B, reasoning): 60 gives it about as many "
+                                                                       "passes over the puzzle-C images as regression "
+                                                                       "makes in 30.")
     ap.add_argument("--puzzles", type=int, default=6000, help="Puzzles to generate (A, B, C; default 6000).")
     ap.add_argument("--long-side", type=int, default=256, help="Long side of puzzle images (the model sees ≤ 224²).")
     ap.add_argument("--perception", type=int, default=60, help="Perception records per training photo in each of "
@@ -270,13 +305,22 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="Seed of the initial weights, the data (puzzle and "
                                                         "perception shards 2·SEED and 2·SEED+1) and the training "
                                                         "order (default 0). Use one --out per seed.")
+    ap.add_argument("--jobs", type=int, default=2, help="Processes at once, one thread each (default 2: this "
+                                                        "machine's cores). The two trainings always run together; "
+                                                        "scoring fills what they leave.")
     ap.add_argument("--quick", action="store_true", help="Smoke run: 40 puzzles, 20 steps each, 3 degradations, "
                                                          "means of 2 samples.")
     a = ap.parse_args()
     t0 = time.perf_counter()
     out = a.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    count, minutes, steps = (40, 5.0, 20) if a.quick else (a.puzzles, a.budget_minutes, 0)
+    count, steps = (40, 20) if a.quick else (a.puzzles, 0)
+    minutes = {"puzzles": 5.0, "regression": 5.0} if a.quick else {
+        "puzzles": a.budget_minutes if a.puzzle_minutes is None else a.puzzle_minutes, "regression": a.budget_minutes}
+    if min(minutes.values()) <= 0:
+        ap.error("training budgets must be > 0 minutes")
+    if a.jobs < 1:
+        ap.error("--jobs must be ≥ 1")
     corpus = make_corpus(out)
     init = out / "init"
     if not (init / "model.safetensors").is_file():
@@ -286,12 +330,12 @@ def main() -> None:
     reg = make_regression(out, shards)
     per_photo = min(a.perception, 2) if a.quick else a.perception
     perception = make_perception(out, corpus, per_photo, a.long_side, a.seed) if per_photo > 0 else []
-    trained = train_both(out, init, {"puzzles": shards + perception, "regression": [reg] + perception}, minutes, steps,
-                         a.seed)
     samples = 2 if a.quick else SAMPLES  # a barely trained model rambles: 8 long samples per turn are slow
-    reports = bench(out, corpus, a.quick, samples)
+    trained, reports = train_and_score(out, init, corpus, {"puzzles": shards + perception,
+                                                           "regression": [reg] + perception},
+                                       minutes, steps, a.seed, a.quick, samples, a.jobs)
     md, facts = table(reports, trained, samples)
-    facts.update(seed=a.seed, budget_minutes=a.budget_minutes, quick=a.quick, puzzles=count, perception_per_photo=per_photo,
+    facts.update(seed=a.seed, budget_minutes=a.budget_minutes, puzzle_minutes=minutes["puzzles"], quick=a.quick, puzzles=count, perception_per_photo=per_photo,
                  seconds=round(time.perf_counter() - t0))
     (out / "mini.md").write_text(md, encoding="utf-8")
     (out / "mini.json").write_text(json.dumps(facts, indent=1) + "\n", encoding="utf-8")

@@ -38,6 +38,17 @@ PLANNERS = {"auto (analytic planner)": "auto",
             **{f"mini, {m} — {how}": f"mini-{m}{suffix}" for m in ("puzzles", "regression")
                for how, suffix in DECODINGS.items()}}
 BOOTSTRAP = 10_000
+# mini.py settings that must be the same in every run of one table (the seed is what varies)
+SETTINGS = ("budget_minutes", "puzzle_minutes", "puzzles", "perception_per_photo")
+
+
+def settings_of(meta: dict) -> dict:
+    """The training settings of a run's ``mini.json``; runs from before ``--puzzle-minutes``
+    trained the puzzle model for ``budget_minutes``."""
+    got = {k: meta.get(k) for k in SETTINGS}
+    if got["puzzle_minutes"] is None:
+        got["puzzle_minutes"] = got["budget_minutes"]
+    return got
 
 
 def load_run(run: Path) -> dict:
@@ -67,7 +78,8 @@ def load_run(run: Path) -> dict:
             got[key] = c["scores"]["restored"]["delta_e"]
             identity[key] = c["scores"]["degraded"]["delta_e"]
         cases[bench] = got
-    return {"run": str(run), "seed": meta.get("seed", 0), "cases": cases, "identity": identity}
+    return {"run": str(run), "seed": meta.get("seed", 0), "settings": settings_of(meta), "cases": cases,
+            "identity": identity}
 
 
 def paired(runs: list[dict], a, b, rng: np.random.Generator) -> dict:
@@ -99,6 +111,12 @@ def summarise(runs: list[dict]) -> dict:
     seeds = [r["seed"] for r in runs]
     if len(set(seeds)) != len(seeds):
         raise SystemExit(f"error: two runs have the same seed ({seeds}): each folder should be another seed")
+    for r in runs[1:]:
+        if r["settings"] != runs[0]["settings"]:
+            diff = ", ".join(f"{k} {runs[0]['settings'][k]} vs {r['settings'][k]}" for k in SETTINGS
+                             if r["settings"][k] != runs[0]["settings"][k])
+            raise SystemExit(f"error: {r['run']} was run with other settings than {runs[0]['run']} ({diff}); "
+                             "one table compares seeds of one configuration")
     rng = np.random.default_rng(0)
     ident = [float(np.mean(list(r["identity"].values()))) for r in runs]
     rows = [{"planner": "identity (left alone)", "per_seed": ident, "mean": float(np.mean(ident)),
@@ -111,7 +129,8 @@ def summarise(runs: list[dict]) -> dict:
                      "vs_identity": paired(runs, bench, None, rng)})
     ablation = [{"decoding": how, **paired(runs, f"mini-puzzles{suffix}", f"mini-regression{suffix}", rng)}
                 for how, suffix in DECODINGS.items()]
-    return {"runs": [r["run"] for r in runs], "seeds": seeds, "cases_per_seed": len(runs[0]["identity"]),
+    return {"runs": [r["run"] for r in runs], "seeds": seeds, "settings": runs[0]["settings"],
+            "cases_per_seed": len(runs[0]["identity"]),
             "rows": rows, "puzzles_minus_regression": ablation}
 
 
@@ -127,8 +146,11 @@ def markdown(s: dict) -> str:
         lines.append(f"| {r['planner']} | {vals} | {r['mean']:.2f} ± {r['sd']:.2f} | {beats} | {vs} |")
     lines += ["", "| puzzles − regression (paired, all cases) | Δ ΔE2000 [95 % CI] |", "|---|---|"]
     lines += [f"| {a['decoding']} | {_ci(a)} |" for a in s["puzzles_minus_regression"]]
+    st = s["settings"]
+    trained = (f" Training: puzzle model {st['puzzle_minutes']:g} min, regression {st['budget_minutes']:g} min."
+               if st.get("budget_minutes") is not None else "")
     return (f"{n} seeds × {s['cases_per_seed']} held-out degraded cases, mean ΔE2000 (lower is better). "
-            "Intervals: bootstrap over seeds and photos.\n\n" + "\n".join(lines) + "\n")
+            f"Intervals: bootstrap over seeds and photos.{trained}\n\n" + "\n".join(lines) + "\n")
 
 
 def _ci(d: dict) -> str:

@@ -24,12 +24,13 @@ PHOTOS = ("a.png", "b.png", "c.png", "d.png")
 KINDS = ("under", "warm")
 
 
-def fake_run(root: Path, ms, seed: int, shift: dict[str, float], quick: bool = False, photos=PHOTOS) -> Path:
+def fake_run(root: Path, ms, seed: int, shift: dict[str, float], quick: bool = False, photos=PHOTOS,
+             **settings) -> Path:
     """A finished mini.py folder: identity ΔE 10 + photo index; each planner = identity + its shift
     (+ the seed, so seeds differ)."""
     run = root / f"s{seed}"
     run.mkdir()
-    (run / "mini.json").write_text(json.dumps({"seed": seed, "quick": quick, "rows": []}))
+    (run / "mini.json").write_text(json.dumps({"seed": seed, "quick": quick, "rows": [], **settings}))
     for bench in ms.PLANNERS.values():
         cases = [{"photo": photos[0], "kind": "original", "scores": {"degraded": {"delta_e": 0.0},
                                                              "restored": {"delta_e": 1.0}}}]
@@ -97,3 +98,18 @@ def test_runs_that_cannot_be_compared_are_refused(ms, tmp_path):
     (a / "bench-auto" / "bench.json").write_text("{not json")
     with pytest.raises(SystemExit, match="unreadable"):
         ms.load_run(a)
+
+
+def test_runs_of_other_training_settings_are_refused(ms, tmp_path):
+    """Seeds are compared within one configuration: a run whose puzzle model trained longer is
+    another row of the README, not another seed of this one."""
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    old = ms.load_run(fake_run(tmp_path / "x", ms, 0, {}, budget_minutes=30.0))  # before --puzzle-minutes
+    same = ms.load_run(fake_run(tmp_path / "x", ms, 1, {}, budget_minutes=30.0, puzzle_minutes=30.0))
+    longer = ms.load_run(fake_run(tmp_path / "y", ms, 2, {}, budget_minutes=30.0, puzzle_minutes=60.0))
+    assert old["settings"] == same["settings"]
+    s = ms.summarise([old, same])
+    assert "puzzle model 30 min, regression 30 min" in ms.markdown(s)
+    with pytest.raises(SystemExit, match="puzzle_minutes 30.0 vs 60.0"):
+        ms.summarise([old, longer])
