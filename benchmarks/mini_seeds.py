@@ -17,8 +17,10 @@ of several seeds and reports, for each planner of the table:
     python benchmarks/mini.py --seed 0 --out runs/mini-s0     # ... and --seed 1, --seed 2
     python benchmarks/mini_seeds.py runs/mini-s0 runs/mini-s1 runs/mini-s2 [--out seeds.md] [--json]
 
-Each folder needs ``mini.json`` and its ``bench-*/bench.json`` (what mini.py writes). Nothing
-is recomputed: this is arithmetic on the stored per-case scores.
+Each folder needs ``mini.json`` and its ``bench-*/bench.json`` (what mini.py writes), and all
+must share the held-out cases and the training settings (budgets, puzzles, perception
+records): one table, one configuration. Nothing is recomputed: this is arithmetic on the
+stored per-case scores.
 """
 
 from __future__ import annotations
