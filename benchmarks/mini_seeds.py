@@ -10,12 +10,17 @@ of several seeds and reports, for each planner of the table:
   bootstrap interval that resamples *photos* (cases of one photo are not independent) and
   seeds;
 * the same paired difference between the puzzle- and the regression-trained model for each
-  decoding (the paper's ablation): below zero, puzzles restore better.
+  decoding (the paper's ablation): below zero, puzzles restore better;
+* with ``--baseline RUN...`` (runs of another configuration with the same seeds), each
+  model's paired difference to the same model in the baseline, seed by seed: below zero, the
+  new settings restore better.
 
 ::
 
     python benchmarks/mini.py --seed 0 --out runs/mini-s0     # ... and --seed 1, --seed 2
     python benchmarks/mini_seeds.py runs/mini-s0 runs/mini-s1 runs/mini-s2 [--out seeds.md] [--json]
+    python benchmarks/mini.py --seed 0 --puzzle-minutes 60 --out runs/mini60-s0   # ... seeds 1, 2
+    python benchmarks/mini_seeds.py runs/mini60-s* --baseline runs/mini-s0 runs/mini-s1 runs/mini-s2
 
 Each folder needs ``mini.json`` and its ``bench-*/bench.json`` (what mini.py writes), and all
 must share the held-out cases and the training settings (budgets, puzzles, perception
@@ -136,6 +141,26 @@ def summarise(runs: list[dict]) -> dict:
             "rows": rows, "puzzles_minus_regression": ablation}
 
 
+def against(runs: list[dict], baseline: list[dict]) -> dict:
+    """Each model row of ``runs`` minus the same row of ``baseline`` (another configuration,
+    the same seeds), paired case by case within each seed, with the bootstrap of :func:`paired`."""
+    by_seed = {b["seed"]: b for b in baseline}
+    if len(by_seed) != len(baseline) or sorted(by_seed) != sorted(r["seed"] for r in runs):
+        raise SystemExit(f"error: the baseline runs have seeds {sorted(b['seed'] for b in baseline)}, the runs "
+                         f"{sorted(r['seed'] for r in runs)}: compare the same seeds, one folder each")
+    merged = []
+    for r in runs:
+        b = by_seed[r["seed"]]
+        if set(b["identity"]) != set(r["identity"]):
+            raise SystemExit(f"error: {b['run']} and {r['run']} scored different held-out cases")
+        merged.append({**r, "cases": {**r["cases"], **{f"baseline:{k}": v for k, v in b["cases"].items()}}})
+    rng = np.random.default_rng(1)
+    rows = [{"planner": label, **paired(merged, bench, f"baseline:{bench}", rng)}
+            for label, bench in PLANNERS.items() if bench != "auto"]
+    return {"baseline_runs": [b["run"] for b in baseline], "baseline_settings": baseline[0]["settings"],
+            "rows": rows}
+
+
 def markdown(s: dict) -> str:
     n = len(s["seeds"])
     seeds = " | ".join(f"seed {x}" for x in s["seeds"])
@@ -148,11 +173,19 @@ def markdown(s: dict) -> str:
         lines.append(f"| {r['planner']} | {vals} | {r['mean']:.2f} ± {r['sd']:.2f} | {beats} | {vs} |")
     lines += ["", "| puzzles − regression (paired, all cases) | Δ ΔE2000 [95 % CI] |", "|---|---|"]
     lines += [f"| {a['decoding']} | {_ci(a)} |" for a in s["puzzles_minus_regression"]]
-    st = s["settings"]
-    trained = (f" Training: puzzle model {st['puzzle_minutes']:g} min, regression {st['budget_minutes']:g} min."
-               if st.get("budget_minutes") is not None else "")
+    if s.get("against"):
+        head = f"| planner | this − baseline ({_trained(s['against']['baseline_settings'])}; paired) [95 % CI] |"
+        lines += ["", head, "|---|---|"]
+        lines += [f"| {r['planner']} | {_ci(r)} |" for r in s["against"]["rows"]]
+    trained = f" Training: {_trained(s['settings'])}." if s["settings"].get("budget_minutes") is not None else ""
     return (f"{n} seeds × {s['cases_per_seed']} held-out degraded cases, mean ΔE2000 (lower is better). "
             f"Intervals: bootstrap over seeds and photos.{trained}\n\n" + "\n".join(lines) + "\n")
+
+
+def _trained(st: dict) -> str:
+    if st.get("budget_minutes") is None:
+        return "settings not recorded"
+    return f"puzzle model {st['puzzle_minutes']:g} min, regression {st['budget_minutes']:g} min"
 
 
 def _ci(d: dict) -> str:
@@ -162,10 +195,16 @@ def _ci(d: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", type=Path, nargs="+", help="Run folders of benchmarks/mini.py, one per seed.")
+    ap.add_argument("--baseline", type=Path, nargs="+", metavar="RUN",
+                    help="Run folders of another configuration with the same seeds: adds each model's paired "
+                         "difference to it.")
     ap.add_argument("--out", type=Path, help="Also write the table to this markdown file.")
     ap.add_argument("--json", action="store_true", help="Print the figures as JSON instead of the table.")
     a = ap.parse_args(argv)
-    s = summarise([load_run(r) for r in a.runs])
+    runs = [load_run(r) for r in a.runs]
+    s = summarise(runs)
+    if a.baseline:
+        s["against"] = against(runs, [load_run(r) for r in a.baseline])
     md = markdown(s)
     if a.out:
         tmp = a.out.with_name(a.out.name + ".tmp")

@@ -113,3 +113,25 @@ def test_runs_of_other_training_settings_are_refused(ms, tmp_path):
     assert "puzzle model 30 min, regression 30 min" in ms.markdown(s)
     with pytest.raises(SystemExit, match="puzzle_minutes 30.0 vs 60.0"):
         ms.summarise([old, longer])
+
+
+def test_a_configuration_is_compared_with_a_baseline_seed_by_seed(ms, tmp_path, capsys):
+    """--baseline: each model row minus the same row of another configuration, paired within
+    each seed; seeds must match."""
+    (tmp_path / "new").mkdir()
+    (tmp_path / "old").mkdir()
+    new = [fake_run(tmp_path / "new", ms, s, {"mini-puzzles-medoid": -1.5}, budget_minutes=30.0, puzzle_minutes=60.0)
+           for s in (0, 1)]
+    old = [fake_run(tmp_path / "old", ms, s, {"mini-puzzles-medoid": 0.5}, budget_minutes=30.0) for s in (0, 1)]
+    assert ms.main([*map(str, new), "--baseline", *map(str, old), "--json"]) == 0
+    rows = {r["planner"]: r for r in json.loads(capsys.readouterr().out)["against"]["rows"]}
+    assert rows["mini, puzzles — medoid of samples"]["mean"] == pytest.approx(-2.0)
+    assert rows["mini, puzzles — medoid of samples"]["ci95"] == pytest.approx([-2.0, -2.0])
+    assert rows["mini, regression — greedy"]["mean"] == pytest.approx(0.0)
+    assert "auto (analytic planner)" not in rows
+    assert ms.main([*map(str, new), "--baseline", *map(str, old)]) == 0
+    md = capsys.readouterr().out
+    assert "this − baseline (puzzle model 30 min, regression 30 min; paired)" in md
+    assert "Training: puzzle model 60 min, regression 30 min." in md
+    with pytest.raises(SystemExit, match="same seeds"):
+        ms.main([*map(str, new), "--baseline", str(old[0])])
