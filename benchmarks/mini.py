@@ -200,7 +200,7 @@ def train_and_score(out: Path, init: Path, corpus: Path, runs: dict[str, list[Pa
                             threads=1, stdout=subprocess.DEVNULL, stderr=logs[name].open("w"))
     if train:
         log(f"training {', '.join(f'{n} ({minutes[n]:g} min)' for n in train)} from scratch (monet train "
-            f"--config mini), in parallel (1 thread each)")
+            f"--config mini), {'in parallel, one thread each' if len(train) > 1 else 'one thread'}")
     benches = {"auto": (None, ["--backend", "auto"])}  # bench name → (the model it needs, planner arguments)
     for name in sorted(runs, key=lambda n: minutes[n]):  # the model that finishes first is scored first
         for suffix, (_, args) in decodings(samples).items():
