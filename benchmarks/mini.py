@@ -2,7 +2,7 @@
 
 One command, seeds fixed, progress shown::
 
-    python benchmarks/mini.py --out runs/mini [--seed 0] [--budget-minutes 30] [--puzzle-minutes M] [--puzzles 6000] [--perception 60] [--quick]
+    python benchmarks/mini.py --out runs/mini [--seed 0] [--budget-minutes 30] [--puzzle-minutes 60] [--puzzles 6000] [--perception 60] [--quick]
 
 1. **Corpus** — ``benchmarks/corpus.sh OUT/corpus``: free photos (scikit-image, Debian wallpaper
    packages; licences in ``manifest.json`` / ``LICENSES.txt``), a fixed held-out subset.
@@ -28,10 +28,10 @@ One command, seeds fixed, progress shown::
    (``monet train --config mini``: ``adapter.method: full``), the two runs in parallel, one
    thread each: each model gets one of the machine's two cores. Regression trains for
    ``--budget-minutes`` of wall time (default 30), the puzzle model for ``--puzzle-minutes``
-   (default: the same). With equal time the puzzle model passes over its data (1.4 times as
-   many records, A and B carrying 2 and 4 images, C its reasoning) about once and regression
-   over its own about 2.8 times; ``--puzzle-minutes 60`` gives the puzzle model about as
-   many passes over the puzzle-C images as regression makes.
+   (default 60). With equal time the puzzle model passes over its data (1.4 times as many
+   records, A and B carrying 2 and 4 images, C its reasoning) about once and regression over
+   its own about 2.8 times; with 60 min the puzzle model passes over the puzzle-C images about
+   twice. ``--puzzle-minutes 30`` is the equal-time comparison (README: five seeds of it).
 7. **Scoring** — as soon as a model is trained, on the core it frees:
    ``monet bench restore OUT/corpus/heldout --seeds 1`` with ``--backend auto``,
    and ``--backend qwen --model RUN`` for each trained model (the normal planning path), decoded
@@ -287,16 +287,14 @@ def table(reports: dict, trained: dict, samples: int) -> tuple[str, dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("runs/mini"), help="Working folder (default runs/mini).")
-    ap.add_argument("--budget-minutes", type=float, default=30.0, help="Training time of the regression model, "
-                                                                       "and of the puzzle model unless "
-                                                                       "--puzzle-minutes says otherwise (default "
-                                                                       "30); the two train in parallel, one core "
-                                                                       "each.")
-    ap.add_argument("--puzzle-minutes", type=float, default=None, help="Training time of the puzzle model (default: "
-                                                                       "--budget-minutes). Its data is larger (puzzles "
-                                                                       "A and B, reasoning): 60 gives it about as many "
-                                                                       "passes over the puzzle-C images as regression "
-                                                                       "makes in 30.")
+    ap.add_argument("--budget-minutes", type=float, default=30.0, help="Training time of the regression model "
+                                                                       "(default 30); the two train in parallel, "
+                                                                       "one core each.")
+    ap.add_argument("--puzzle-minutes", type=float, default=60.0, help="Training time of the puzzle model (default "
+                                                                       "60). Its data is larger (puzzles A and B, "
+                                                                       "reasoning): 60 gives it about as many passes "
+                                                                       "over the puzzle-C images as regression makes "
+                                                                       "in 30.")
     ap.add_argument("--puzzles", type=int, default=6000, help="Puzzles to generate (A, B, C; default 6000).")
     ap.add_argument("--long-side", type=int, default=256, help="Long side of puzzle images (the model sees ≤ 224²).")
     ap.add_argument("--perception", type=int, default=60, help="Perception records per training photo in each of "
@@ -316,7 +314,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     count, steps = (40, 20) if a.quick else (a.puzzles, 0)
     minutes = {"puzzles": 5.0, "regression": 5.0} if a.quick else {
-        "puzzles": a.budget_minutes if a.puzzle_minutes is None else a.puzzle_minutes, "regression": a.budget_minutes}
+        "puzzles": a.puzzle_minutes, "regression": a.budget_minutes}
     if min(minutes.values()) <= 0:
         ap.error("training budgets must be > 0 minutes")
     if a.jobs < 1:
