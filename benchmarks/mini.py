@@ -183,8 +183,9 @@ def train_and_score(out: Path, init: Path, corpus: Path, runs: dict[str, list[Pa
     scores them on the held-out photos (module docstring, step 7), ``jobs`` processes at once
     (the trainings start regardless). A core that a finished training frees scores at once
     (auto first, then that model's decodings), so a longer budget for one model overlaps the
-    other's scoring. On an error or Ctrl-C the processes still running are stopped. Returns (each run's ``metrics.json``,
-    each bench's ``bench.json``); steps whose outputs exist are skipped."""
+    other's scoring. On an error or Ctrl-C the processes still running are stopped. Returns
+    (each run's ``metrics.json``, each bench's ``bench.json``); steps whose outputs exist are
+    skipped."""
     kinds = ["under", "warm", "flat"] if quick else list(KINDS)
     train, logs = {}, {}
     for name, data in runs.items():
