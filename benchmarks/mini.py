@@ -334,7 +334,7 @@ def main() -> None:
                                                            "regression": [reg] + perception},
                                        minutes, steps, a.seed, a.quick, samples, a.jobs)
     md, facts = table(reports, trained, samples)
-    facts.update(seed=a.seed, budget_minutes=a.budget_minutes, puzzle_minutes=minutes["puzzles"], quick=a.quick, puzzles=count, perception_per_photo=per_photo,
+    facts.update(seed=a.seed, budget_minutes=minutes["regression"], puzzle_minutes=minutes["puzzles"], quick=a.quick, puzzles=count, perception_per_photo=per_photo,
                  seconds=round(time.perf_counter() - t0))
     (out / "mini.md").write_text(md, encoding="utf-8")
     (out / "mini.json").write_text(json.dumps(facts, indent=1) + "\n", encoding="utf-8")
