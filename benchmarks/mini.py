@@ -229,18 +229,8 @@ def _schedule(train, logs, scoring, pending, benches, minutes, jobs) -> None:
     (the model it waits for, its ``monet`` arguments))."""
     last_status = time.monotonic()
     while pending or scoring or train:
-        for name, p in list(train.items()):
-            if p.poll() is not None:
-                if p.returncode != 0:
-                    raise SystemExit(f"training {name} failed; see {logs[name]}")
-                log(f"  trained {name}")
-                del train[name]
-        for n, p in list(scoring.items()):
-            if p.poll() is not None:
-                if p.returncode != 0:
-                    raise SystemExit(f"bench {n} failed (exit {p.returncode})")
-                log(f"  scored {n}")
-                del scoring[n]
+        _reap(train, "trained", lambda n, p: f"training {n} failed; see {logs[n]}")
+        _reap(scoring, "scored", lambda n, p: f"bench {n} failed (exit {p.returncode})")
         for n in [n for n in pending if benches[n][0] not in train]:
             if len(train) + len(scoring) >= jobs:
                 break
@@ -254,6 +244,17 @@ def _schedule(train, logs, scoring, pending, benches, minutes, jobs) -> None:
                 status.append(f"{name}: {last[-1] if last else 'starting'}")
             log("  " + " | ".join(status) + (f" | scoring {', '.join(scoring)}" if scoring else ""))
         time.sleep(POLL)
+
+
+def _reap(procs: dict[str, subprocess.Popen], done: str, failed) -> None:
+    """Removes the finished processes from ``procs``, logging ``done NAME``; SystemExit with
+    ``failed(name, process)`` for one that failed."""
+    for name, p in list(procs.items()):
+        if p.poll() is not None:
+            if p.returncode != 0:
+                raise SystemExit(failed(name, p))
+            log(f"  {done} {name}")
+            del procs[name]
 
 
 def table(reports: dict, trained: dict, samples: int) -> tuple[str, dict]:
