@@ -44,7 +44,7 @@ from monet_cli import evaluate as ev
 from monet_cli.errors import InputError, MonetError, OutputError, UsageError
 
 SKIMAGE_PHOTOS: tuple[str, ...] = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle")
-DEFAULT_KINDS: tuple[str, ...] = dg.KINDS + dg.COMBINED
+DEFAULT_KINDS: tuple[str, ...] = dg.KINDS + dg.COMBINED + dg.INDEPENDENT
 METHODS: tuple[str, ...] = ("degraded", "restored", "autocontrast", "grey_world")
 ORIGINAL = "original"
 ALL = "all degraded"
@@ -52,6 +52,8 @@ KIND_LABELS = {
     "under": "under-exposed", "over": "over-exposed", "warm": "warm cast", "cool": "cool cast",
     "flat": "flat contrast", "harsh": "harsh contrast", "washed": "washed out", "oversaturated": "oversaturated",
     "under+cool": "under + cool", "over+warm": "over + warm", "flat+washed": "flat + washed",
+    "x-exposure": "exposure gain (x)", "x-cast": "channel-gain cast (x)", "x-contrast": "power-curve contrast (x)",
+    "x-saturation": "chroma scale (x)", "x-gamma": "gamma (x)", "x-mix": "2–3 of the (x) at once",
     ORIGINAL: "none (original)", ALL: "all degraded",
 }
 
@@ -296,7 +298,7 @@ def run_restore(references: list[tuple[str, np.ndarray]], planner, *, kinds=DEFA
     kinds = list(kinds)
     for k in kinds:
         try:
-            dg.degradation(k, 0)
+            dg.check_kind(k)
         except ValueError as e:
             raise UsageError(str(e)) from None
     if seeds < 1:

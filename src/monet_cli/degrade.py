@@ -19,7 +19,22 @@ kind                adjustments                                     meaning
 ==================  ==============================================  ===========================
 
 Combined kinds join single ones with ``+`` (``"under+cool"``); each part draws its own
-values from the seed. :func:`save_like_8bit` then does what saving the degraded photo as an
+values from the seed.
+
+*Independent* kinds (prefix ``x-``) use math that is not monet's own renderer, so a planner
+that learned to undo monet's ops is also tested on damage it never saw made
+(:func:`independent`):
+
+================  ===========================================================================
+``x-exposure``    linear gain of ±0.5…1.3 EV
+``x-cast``        von Kries channel gains in linear sRGB: a warm/cool cast of 0.1…0.3 in
+                  ln(R/B), a green/magenta tint of up to ±0.08 in ln G, luminance kept
+``x-contrast``    a power curve about middle grey on sRGB-encoded values, γ 1.3…1.7 or its
+                  inverse (harsher or flatter)
+``x-saturation``  chroma scaled ×0.45…0.75 or ×1.3…1.6 about each pixel's luminance
+``x-gamma``       a gamma of 0.7…0.85 or 1.2…1.4 on sRGB-encoded values (midtones moved)
+``x-mix``         two or three of the above at once
+================  =========================================================================== :func:`save_like_8bit` then does what saving the degraded photo as an
 8-bit sRGB file does (clip to the sRGB gamut and range, quantise), so clipped highlights
 and pinned colours are really lost, as in a real bad photo.
 
@@ -49,6 +64,7 @@ RANGES: dict[str, dict[str, tuple[float, float]]] = {
 }
 KINDS: tuple[str, ...] = tuple(RANGES)
 COMBINED: tuple[str, ...] = ("under+cool", "over+warm", "flat+washed")
+INDEPENDENT: tuple[str, ...] = ("x-exposure", "x-cast", "x-contrast", "x-saturation", "x-gamma", "x-mix")
 
 _S2W = cs.SRGB.linear().matrix_to(cs.WORKING)
 
@@ -74,12 +90,100 @@ def degradation(kind: str, seed: int = 0) -> dict[str, float]:
     return out
 
 
+def check_kind(kind: str) -> None:
+    """Raise ValueError naming the kinds unless ``kind`` is a degradation this module makes."""
+    if kind.startswith("x-"):
+        if kind not in INDEPENDENT:
+            raise ValueError(f"unknown degradation {kind!r}; independent kinds are {', '.join(INDEPENDENT)}")
+    else:
+        degradation(kind, 0)
+
+
 def degrade(rgb: np.ndarray, kind: str, seed: int = 0) -> tuple[np.ndarray, dict[str, float]]:
-    """Working-space linear ``rgb`` degraded by ``kind``: ``(pixels float32, adjustments)``."""
+    """Working-space linear ``rgb`` degraded by ``kind``: ``(pixels float32, adjustments)``.
+
+    For an independent kind (``x-…``) the dict holds that degradation's own parameters
+    (:func:`independent`), not monet adjustments."""
     from monet_cli.render import render_linear
 
+    if kind.startswith("x-"):
+        return independent(rgb, kind, seed)
     adjustments = degradation(kind, seed)
     return render_linear(np.asarray(rgb, dtype=np.float32), adjustments), adjustments
+
+
+# ----------------------------------------------------------------------------- independent math
+
+_W2S = cs.WORKING.matrix_to(cs.SRGB.linear())
+_LUMA_SRGB = cs.SRGB.linear().to_xyz[1]
+_GREY_ENCODED = float(cs.SRGB_TRC.encode(np.array(cs.MIDDLE_GREY)))
+
+
+def independent_parameters(kind: str, seed: int = 0) -> dict[str, float]:
+    """The parameters of independent degradation ``kind`` (module docstring) for ``seed``.
+
+    Keys: ``ev`` (x-exposure), ``cast``/``tint`` (x-cast: ln R/B and ln G gains), ``gamma``
+    (x-contrast, x-gamma), ``chroma`` (x-saturation); x-mix merges two or three of them,
+    prefixed by their kind (``"x-cast.cast"``).
+    """
+    rng = np.random.default_rng([seed, 1000 + INDEPENDENT.index(kind)] if kind in INDEPENDENT else [seed])
+    sign = 1.0 if rng.random() < 0.5 else -1.0
+    if kind == "x-exposure":
+        return {"ev": round(sign * rng.uniform(0.5, 1.3), 3)}
+    if kind == "x-cast":
+        return {"cast": round(sign * rng.uniform(0.1, 0.3), 3), "tint": round(rng.uniform(-0.08, 0.08), 3)}
+    if kind == "x-contrast":
+        g = rng.uniform(1.3, 1.7)
+        return {"gamma": round(g if sign > 0 else 1.0 / g, 3)}
+    if kind == "x-saturation":
+        return {"chroma": round(rng.uniform(1.3, 1.6) if sign > 0 else rng.uniform(0.45, 0.75), 3)}
+    if kind == "x-gamma":
+        return {"gamma": round(rng.uniform(1.2, 1.4) if sign > 0 else rng.uniform(0.7, 0.85), 3)}
+    if kind == "x-mix":
+        parts = [k for k in INDEPENDENT if k != "x-mix"]
+        parts.remove("x-gamma" if rng.random() < 0.5 else "x-exposure")  # both move the midtones
+        n = 2 if rng.random() < 0.6 else 3
+        chosen = sorted(rng.choice(len(parts), size=n, replace=False))
+        out: dict[str, float] = {}
+        for i in chosen:
+            for key, v in independent_parameters(parts[i], seed + 7919 * (i + 1)).items():
+                out[f"{parts[i]}.{key}"] = v
+        return out
+    raise ValueError(f"unknown degradation {kind!r}; independent kinds are {', '.join(INDEPENDENT)}")
+
+
+def apply_independent(rgb: np.ndarray, parameters: dict[str, float], kind: str) -> np.ndarray:
+    """Apply independent degradation ``kind`` with ``parameters`` to working linear ``rgb``."""
+    if kind == "x-mix":
+        out = np.asarray(rgb, dtype=np.float64)
+        for part in INDEPENDENT[:-1]:  # a fixed order: light first, then colour
+            sub = {k.split(".", 1)[1]: v for k, v in parameters.items() if k.startswith(part + ".")}
+            if sub:
+                out = apply_independent(out, sub, part)
+        return out.astype(np.float32)
+    lin = np.asarray(rgb, dtype=np.float64) @ _W2S.T  # linear sRGB: the math of a typical editor
+    if kind == "x-exposure":
+        lin = lin * 2.0 ** parameters["ev"]
+    elif kind == "x-cast":
+        gains = np.exp([0.5 * parameters["cast"], parameters["tint"], -0.5 * parameters["cast"]])
+        lin = lin * (gains / float(gains @ _LUMA_SRGB))
+    elif kind in ("x-contrast", "x-gamma"):
+        enc = cs.SRGB_TRC.encode(np.clip(lin, 0.0, None))
+        g = parameters["gamma"]
+        enc = _GREY_ENCODED * (enc / _GREY_ENCODED) ** g if kind == "x-contrast" else enc**g
+        lin = cs.SRGB_TRC.decode(np.clip(enc, 0.0, None))
+    elif kind == "x-saturation":
+        Y = (lin @ _LUMA_SRGB)[..., None]
+        lin = Y + parameters["chroma"] * (lin - Y)
+    else:
+        raise ValueError(f"unknown degradation {kind!r}; independent kinds are {', '.join(INDEPENDENT)}")
+    return (lin @ np.linalg.inv(_W2S).T).astype(np.float32)
+
+
+def independent(rgb: np.ndarray, kind: str, seed: int = 0) -> tuple[np.ndarray, dict[str, float]]:
+    """Working linear ``rgb`` degraded by independent ``kind``: ``(pixels float32, parameters)``."""
+    params = independent_parameters(kind, seed)
+    return apply_independent(rgb, params, kind), params
 
 
 def srgb8_to_working(u8: np.ndarray) -> np.ndarray:
