@@ -33,7 +33,7 @@ One command, seeds fixed, progress shown::
    its own about 2.8 times; with 60 min the puzzle model passes over the puzzle-C images about
    twice. ``--puzzle-minutes 30`` is the equal-time comparison (README: five seeds of it).
 7. **Scoring** — as soon as a model is trained, on the core it frees:
-   ``monet bench restore OUT/corpus/heldout --seeds 1`` with ``--backend auto``,
+   ``monet bench restore OUT/corpus/heldout --seeds 1`` with ``--backend rules`` (the analytic planner),
    and ``--backend qwen --model RUN`` for each trained model (the normal planning path), decoded
    three ways: ``--samples 8`` (the mini preset's default: each stage is the mean of 8 plans
    sampled at temperature 1, generated as one batch), ``--samples 8 --consensus medoid`` (the
@@ -202,7 +202,9 @@ def train_and_score(out: Path, init: Path, corpus: Path, runs: dict[str, list[Pa
     if train:
         log(f"training {', '.join(f'{n} ({minutes[n]:g} min)' for n in train)} from scratch (monet train "
             f"--config mini), {'in parallel, one thread each' if len(train) > 1 else 'one thread'}")
-    benches = {"auto": (None, ["--backend", "auto"])}  # bench name → (the model it needs, planner arguments)
+    # bench name → (the model it needs, planner arguments); "auto" is the analytic planner of the
+    # runs in the README's history, which is `--backend rules` since auto v2
+    benches = {"auto": (None, ["--backend", "rules"])}
     for name in sorted(runs, key=lambda n: minutes[n]):  # the model that finishes first is scored first
         for suffix, (_, args) in decodings(samples).items():
             benches[f"mini-{name}{suffix}"] = (name, ["--backend", "qwen", "--model", out / f"run-{name}", *args])

@@ -56,7 +56,7 @@ def test_report_formats(report, tmp_path):
     assert rows[0].startswith("photo,kind,seed,method,degradation,plan,psnr,ssim,delta_e")
     assert len(rows) == 1 + len(report.cases) * len(bench.METHODS)
     md = report.markdown()
-    assert md.startswith("| degradation | degraded ΔE / PSNR | auto | autocontrast | grey world |")
+    assert md.startswith("| degradation | degraded ΔE / PSNR | rules | autocontrast | grey world |")
     assert "| **all degraded** |" in md and "| under-exposed |" in md
     d = report.to_dict()
     assert d["delta_e_changes"]["better"] == 4 and len(d["cases"]) == 6

@@ -286,13 +286,14 @@ def test_plan_proxy_is_deterministic(photos, auto):
     b = plan_proxy(deg, AutoPlanner(), style="retro", instructions="warmer", seed=5).to_dict()
     a.pop("created"), b.pop("created")
     assert a == b
-    assert a["planner"] == {"backend": "auto", "model": None, "adapter": None, "style": "retro", "seed": 5,
+    assert a["planner"] == {"backend": "rules", "model": None, "adapter": None, "style": "retro", "seed": 5,
                             "instructions": "warmer", "monet_version": a["planner"]["monet_version"]}
 
 
 def test_get_planner():
-    assert isinstance(get_planner(), AutoPlanner)
-    assert get_planner("auto", model=None).name == "auto"
+    assert isinstance(get_planner("rules"), AutoPlanner)
+    assert get_planner("rules", model=None).name == "rules"
+    assert get_planner(" RULES ").name == "rules"
     assert get_planner(" AUTO ").name == "auto"
     with pytest.raises(UsageError, match="unknown backend"):
         get_planner("gpt")

@@ -152,7 +152,7 @@ def edit_stage(photo, stage: str, *, set_values: dict[str, float] | None = None,
     if replan and any(not new.stages[s].locked for s in later):
         if planner is None:
             p = new.planner
-            opts = {"model": p.model, "adapter": p.adapter} if p.backend not in ("auto", "manual", "xmp") else {}
+            opts = {"model": p.model, "adapter": p.adapter} if p.backend not in ("auto", "rules", "manual", "xmp") else {}
             if p.backend == "qwen" and isinstance(p.samples, int) and not isinstance(p.samples, bool):
                 opts["samples"] = p.samples  # re-plan the later stages the way the plan was made
                 if p.consensus in CONSENSUS:

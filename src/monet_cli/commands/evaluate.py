@@ -240,7 +240,7 @@ def preview_cmd(
 def bench_restore_cmd(
     photo_dir: Optional[Path] = typer.Argument(None, help="Folder of good photos to use as references. Default: "
                                                           "the photos bundled with scikit-image."),
-    backend: str = typer.Option("auto", "--backend", "-b", help="Planner to score: auto, qwen or openai."),
+    backend: str = typer.Option("auto", "--backend", "-b", help="Planner to score: auto, rules, qwen or openai."),
     model: Optional[str] = typer.Option(None, "--model", help="qwen/openai: a preset, local folder or hub id."),
     adapter: Optional[Path] = typer.Option(None, "--adapter", help="qwen: a peft adapter folder."),
     quant: Optional[str] = typer.Option(None, "--quant", help="qwen: 4bit, 8bit or none."),
@@ -254,9 +254,11 @@ def bench_restore_cmd(
                                                        "> 1: temperature the plans are sampled at (0 < T <= 2; "
                                                        "default: the preset's, 1)."),
     style: str = typer.Option("balanced", "--style", "-s", help="Style the backend plans with."),
-    kinds: Optional[str] = typer.Option(None, "--kinds", help="Comma-separated degradations (default: all 8 and "
-                                                              "3 combinations): under, over, warm, cool, flat, "
-                                                              "harsh, washed, oversaturated, under+cool, …"),
+    kinds: Optional[str] = typer.Option(None, "--kinds", help="Comma-separated degradations (default: all 8, "
+                                                              "3 combinations and the 6 independent x- kinds): "
+                                                              "under, over, warm, cool, flat, harsh, washed, "
+                                                              "oversaturated, under+cool, …, x-exposure, x-cast, "
+                                                              "x-contrast, x-saturation, x-gamma, x-mix"),
     seeds: int = typer.Option(2, "--seeds", help="Seeds per degradation."),
     size: int = typer.Option(512, "--size", help="Long side the references are reduced to."),
     photos: Optional[str] = typer.Option(None, "--photos", help="Comma-separated scikit-image photos (without "

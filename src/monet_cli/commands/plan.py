@@ -10,7 +10,8 @@ import typer
 from monet_cli.cli import app
 from monet_cli.console import console, escape, print_json
 
-BACKEND_HELP = ("Planner: auto (embedded, analytic, no weights, CPU), qwen (local Qwen-VL; GPU memory, "
+BACKEND_HELP = ("Planner: auto (embedded, learned from puzzles, numpy, CPU), rules (the analytic "
+                "planner auto was before v2), qwen (local Qwen-VL; GPU memory, "
                 "estimated: monetgpt-7b / qwen2.5-vl-7b about 7 GiB in 4-bit, 10.5 in 8-bit, 17.5 unquantised; "
                 "qwen2.5-vl-3b about 3.5 / 5 / 8.5; qwen2-vl-2b about 2.5 / 3.5 / 5), openai (an "
                 "OpenAI-compatible endpoint). Default: qwen when a CUDA card and the monetgpt-7b weights "
@@ -117,7 +118,7 @@ def plan_cmd(
             console(stderr=True).print(f"[dim]{escape(why)}[/dim]")
     options = {"model": model, "adapter": str(adapter) if adapter else None, "quant": quant, "endpoint": endpoint,
                "samples": samples, "consensus": consensus, "sample_temperature": sample_temperature}
-    if backend.strip().lower() != "auto":
+    if backend.strip().lower() not in ("auto", "rules"):
         options["seed"] = seed  # model sampling follows --seed
     planner = get_planner(backend, **options)
     for warning in getattr(planner, "warnings", None) or []:

@@ -3,7 +3,8 @@
 Every backend implements :class:`~monet_cli.planners.base.StagePlanner` (plan one stage on
 a proxy); :func:`~monet_cli.planners.base.plan_proxy` runs the staged protocol of
 DESIGN.md around it (earlier stages rendered into the proxy, locked stages kept, a failing
-stage recorded, never raised). ``auto`` is the embedded analytic planner (no weights, CPU).
+stage recorded, never raised). ``auto`` is the embedded planner learned from puzzles (numpy,
+CPU, :mod:`~monet_cli.planners.learned`); ``rules`` the analytic one it replaced.
 """
 
 from monet_cli.planners.base import (

@@ -1,4 +1,10 @@
-"""``auto``: the embedded planner — analytic, no weights, CPU, a few tens of milliseconds a stage.
+"""``rules``: the analytic embedded planner (``auto`` until v2) — no weights, CPU, tens of ms a stage.
+
+``auto`` is now the learned planner (:mod:`monet_cli.planners.learned`): in the
+cross-validated restore table of ``benchmarks/auto_fit.py`` (README) these rules gain more on
+mis-exposed photos but make most other classes and the undegraded originals worse, which v2
+does not. This one stays available as ``--backend rules``; v2 reuses its instruction parser,
+its white-balance solver, its corrections (as candidates) and its reasoning writer.
 
 Per stage it measures the proxy (rendered with the earlier stages, see
 :mod:`monet_cli.measure`), solves for the values that undo what is *unambiguously* wrong by
@@ -485,9 +491,9 @@ def _hsl(m: Measurements, proposals: dict[str, _Proposal]) -> str:
 
 
 class AutoPlanner:
-    """The ``auto`` backend (module docstring). Deterministic; no state between calls."""
+    """The ``rules`` backend (module docstring). Deterministic; no state between calls."""
 
-    name = "auto"
+    name = "rules"
     model: str | None = None
     adapter: str | None = None
 

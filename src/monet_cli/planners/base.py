@@ -29,7 +29,7 @@ from monet_cli.measure import area_downscale, area_size
 from monet_cli.plan import Plan, Planner, StagePlan
 
 STYLES: tuple[str, ...] = ("balanced", "vibrant", "retro")
-BACKENDS: tuple[str, ...] = ("auto", "qwen", "openai")
+BACKENDS: tuple[str, ...] = ("auto", "rules", "qwen", "openai")
 PROXY_LONG_SIDE = 1280
 
 
@@ -187,7 +187,7 @@ def plan_proxy(proxy: np.ndarray, planner: StagePlanner, *, style: str = "balanc
 def decoding_of(planner) -> dict | None:
     """How a model planner decodes, as plans and bench reports record it: ``{"samples": 1}`` for
     one plan, plus the consensus and sampling temperature when it samples; None for planners
-    without samples (auto, openai)."""
+    without samples (auto, rules, openai)."""
     samples = getattr(planner, "samples", None)
     if samples is None:
         return None
@@ -215,19 +215,24 @@ def get_planner(backend: str = "auto", **options) -> StagePlanner:
     """The planning backend called ``backend``.
 
     Options given as ``None`` are ignored, so a CLI may pass its defaults through. ``auto``
-    takes none; ``qwen`` takes ``model``, ``adapter``, ``quant``, ``concurrency``, … (see
+    (the learned embedded planner, :mod:`monet_cli.planners.learned`) and ``rules`` (the
+    analytic one it replaced, :mod:`monet_cli.planners.auto`) take none; ``qwen`` takes ``model``, ``adapter``, ``quant``, ``concurrency``, … (see
     :class:`~monet_cli.planners.qwen.QwenPlanner`); ``openai`` takes ``model``, ``endpoint``,
     ``concurrency``, … (see :class:`~monet_cli.planners.openai.OpenAIPlanner`). A qwen model
     is loaded once per process and shared by every planner asking for it.
     """
     name = (backend or "auto").strip().lower()
     given = {k: v for k, v in options.items() if v is not None}
-    if name == "auto":
-        from monet_cli.planners.auto import AutoPlanner
-
+    if name in ("auto", "rules"):
         if given:
-            raise UsageError(f"the auto backend takes no option {', '.join(flag_names(given))}")
-        return AutoPlanner()
+            raise UsageError(f"the {name} backend takes no option {', '.join(flag_names(given))}")
+        if name == "rules":
+            from monet_cli.planners.auto import AutoPlanner
+
+            return AutoPlanner()
+        from monet_cli.planners.learned import LearnedPlanner
+
+        return LearnedPlanner()
     if name == "qwen":
         from monet_cli.planners.qwen import QwenPlanner
 
