@@ -328,7 +328,7 @@ def _color_facts(m: Measurements) -> str:
 
 
 _WHY = {
-    "Exposure": ("the photo looks {dir} exposed", "darker", "brighter"),
+    "Exposure": ("the photo looks {dir}-exposed", "darker", "brighter"),
     "Contrast": ("the tones look {dir}", "harsh", "flat"),
     "Highlights": ("the bright tones look {dir}", "too dark", "too bright"),
     "Shadows": ("the shadows look {dir}", "too bright", "too dark"),
