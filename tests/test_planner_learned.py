@@ -183,16 +183,16 @@ def test_choose_takes_the_best_gain_net_of_its_risk_or_nothing():
 
 def test_candidates_are_the_documented_plans():
     x = _photo("coffee", 128) * np.float32(2.0**-1.5)  # dark: the grey candidate brightens
-    _, m, small = features(x)
-    light = candidates("lighting", m, small)
+    _, m, small, rules = features(x)
+    light = candidates("lighting", m, small, rules)
     assert tuple(light) == CANDIDATES["lighting"]
     ev = 50 * np.log2(0.18 / m.p50)
     assert light["grey"]["Exposure"] == pytest.approx(min(ev, 100), abs=0.5) and light["grey"]["Exposure"] > 40
     assert light["grey/2"]["Exposure"] == pytest.approx(round(min(ev, 100) / 2), abs=1)
     assert all(abs(v - light["rules"][op] / 2) <= 0.5 for op, v in light["rules/2"].items())
     warm = render_linear(_photo("astronaut", 128), {"Temperature": 60})
-    _, m, small = features(warm)
-    color = candidates("color", m, small)
+    _, m, small, rules = features(warm)
+    color = candidates("color", m, small, rules)
     assert tuple(color) == CANDIDATES["color"]
     assert color["grey-world/2"]["Temperature"] < 0 and color["grey-edge/2"]["Temperature"] < 0
 
@@ -201,8 +201,7 @@ def test_held_back_stages_are_explained():
     proxy = _photo("coffee", 96) * np.float32(0.4)
     sure = LearnedPlanner(learned=_tiny_model([[0, 0, 2.0, 0], [0, 0, 2.0, 0]]))  # grey: +2 ΔE, certain
     unsure = LearnedPlanner(learned=_tiny_model([[-2, -2, 3.0, -2], [-2, -2, -1.0, -2]]))  # grey: +1 ± 2
-    _, m, small = features(proxy)
-    want = candidates("lighting", m, small)["grey"]
+    want = candidates("lighting", *features(proxy)[1:])["grey"]
     sp = sure.plan_stage("lighting", proxy)
     assert sp.adjustments == want and sp.adjustments["Exposure"] > 0
     issue = sp.reasoning[0].issue

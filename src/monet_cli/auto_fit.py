@@ -146,13 +146,13 @@ def make_sample(photo: str, ref: np.ndarray, rng: np.random.Generator, *, crop: 
     ref_small = dg.working_to_srgb8(area_downscale(ref, GAIN_SIDE))
     small = area_downscale(deg, GAIN_SIDE).astype(np.float32)
 
-    x_l, m, analysed = features(deg)
-    plans_l = candidates("lighting", m, analysed)
+    x_l, m, analysed, rules = features(deg)
+    plans_l = candidates("lighting", m, analysed, rules)
     g_l, _ = gains(small, ref_small, plans_l)
     best = CANDIDATES["lighting"][int(np.argmax(g_l))] if g_l.max() > 0 else None
     lit = render_linear(deg, plans_l[best]) if best else deg
-    x_c, m_c, analysed_c = features(lit)
-    plans_c = candidates("color", m_c, analysed_c)
+    x_c, m_c, analysed_c, rules_c = features(lit)
+    plans_c = candidates("color", m_c, analysed_c, rules_c)
     g_c, _ = gains(area_downscale(lit, GAIN_SIDE).astype(np.float32), ref_small, plans_c)
     return Sample(photo, label, x_l, x_c, g_l, g_c)
 

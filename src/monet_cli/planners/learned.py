@@ -83,20 +83,24 @@ def feature_names() -> tuple[str, ...]:
 RULES_OPS = ("Exposure", "Contrast", "Whites", "Blacks", "Temperature", "Tint", "Saturation")
 
 
-def rules_values(m: Measurements, proxy: np.ndarray) -> dict[str, float]:
-    """What the analytic planner (:mod:`monet_cli.planners.auto`) would set for lighting and
-    colour from measurements ``m`` of ``proxy`` (no style, no instructions)."""
+def rules_values(m: Measurements, proxy: np.ndarray) -> dict[str, dict[str, float]]:
+    """What the analytic planner (:mod:`monet_cli.planners.auto`) would set, per stage
+    (``"lighting"``, ``"color"``), from measurements ``m`` of ``proxy`` (no style, no
+    instructions). Both features and candidates use it, computed once."""
     from monet_cli.planners import auto as rules
 
-    proposals: dict = {}
-    rules._lighting(m, proposals)
-    rules._color(m, proxy, proposals)
-    return {op: float(p.value) for op, p in proposals.items()}
+    lighting: dict = {}
+    color: dict = {}
+    rules._lighting(m, lighting)
+    rules._color(m, proxy, color)
+    return {stage: {op: float(p.value) for op, p in props.items()}
+            for stage, props in (("lighting", lighting), ("color", color))}
 
 
-def features(proxy: np.ndarray) -> tuple[np.ndarray, Measurements, np.ndarray]:
-    """The feature vector (float64, :func:`feature_names`), the measurements, and the
-    analysed copy of a proxy (what :func:`candidates` is built from).
+def features(proxy: np.ndarray) -> tuple[np.ndarray, Measurements, np.ndarray, dict]:
+    """The feature vector (float64, :func:`feature_names`), the measurements, the analysed
+    copy of a proxy and the analytic planner's values (:func:`rules_values`): what
+    :func:`candidates` is built from.
 
     ``proxy``: working-space linear ``(H, W, 3)``. It is box-filtered to long side
     :data:`FEATURE_SIDE` first, so the features of a 24 MP file, its 1280 px proxy and the
@@ -128,18 +132,20 @@ def features(proxy: np.ndarray) -> tuple[np.ndarray, Measurements, np.ndarray]:
          np.clip(bT, -200, 200) / 100.0, np.clip(bt, -200, 200) / 100.0,
          min(n.spread * 100.0, 5.0), n.confidence, n.usable]
     v += [m.band_share[b] for b in bands] + [m.band_chroma[b] / 50.0 for b in bands]
-    r = rules_values(m, small)
+    rules = rules_values(m, small)
+    r = {**rules["lighting"], **rules["color"]}
     v += [r.get(op, 0.0) / 50.0 for op in RULES_OPS]
-    return np.asarray(v, dtype=np.float64), m, small
+    return np.asarray(v, dtype=np.float64), m, small, rules
 
 
 def _clamped(adj: dict[str, float]) -> dict[str, float]:
     return {op: float(round(min(max(v, -100.0), 100.0))) for op, v in adj.items() if round(v) != 0}
 
 
-def candidates(stage: str, m: Measurements, small: np.ndarray) -> dict[str, dict[str, float]]:
+def candidates(stage: str, m: Measurements, small: np.ndarray, rules: dict) -> dict[str, dict[str, float]]:
     """The candidate plans of ``stage`` (names of :data:`CANDIDATES`), from measurements ``m``
-    of the analysed image ``small`` (:func:`features`).
+    of the analysed image ``small`` and the analytic values ``rules`` (all three from
+    :func:`features`).
 
     lighting: ``rules`` — the analytic planner's lighting values; ``rules/2`` — half of them;
     ``grey`` — the Exposure that brings the median luminance to middle grey (0.18; 50 per EV);
@@ -147,27 +153,21 @@ def candidates(stage: str, m: Measurements, small: np.ndarray) -> dict[str, dict
     of the (Temperature, Tint) that neutralise the grey-edge white; ``grey-world/2`` — half of
     those that neutralise the mean colour. Values clamped to ±100 and rounded.
     """
-    from monet_cli.planners import auto as rules
     from monet_cli.planners.auto import solve_white_balance
 
-    proposals: dict = {}
+    if stage not in MODEL_STAGES:
+        raise ValueError(f"stage {stage!r} has no candidates")
+    r = rules[stage]
+    out = {"rules": r, "rules/2": {k: v / 2 for k, v in r.items()}}
     if stage == "lighting":
-        rules._lighting(m, proposals)
-        r = {op: float(p.value) for op, p in proposals.items()}
         ev = 50.0 * math.log2(cs.MIDDLE_GREY / max(m.p50, 1e-4))
-        out = {"rules": r, "rules/2": {k: v / 2 for k, v in r.items()}, "grey": {"Exposure": ev},
-               "grey/2": {"Exposure": ev / 2}}
-    elif stage == "color":
-        rules._color(m, small, proposals)
-        r = {op: float(p.value) for op, p in proposals.items()}
+        out.update({"grey": {"Exposure": ev}, "grey/2": {"Exposure": ev / 2}})
+    else:
         eT, et = solve_white_balance(m.neutral.rgb)
         mean = small.reshape(-1, 3).mean(axis=0, dtype=np.float64)
         wT, wt = solve_white_balance(mean / max(float(mean @ cs.LUMA), 1e-6))
-        out = {"rules": r, "rules/2": {k: v / 2 for k, v in r.items()},
-               "grey-edge/2": {"Temperature": eT / 2, "Tint": et / 2},
-               "grey-world/2": {"Temperature": wT / 2, "Tint": wt / 2}}
-    else:
-        raise ValueError(f"stage {stage!r} has no candidates")
+        out.update({"grey-edge/2": {"Temperature": eT / 2, "Tint": et / 2},
+                    "grey-world/2": {"Temperature": wT / 2, "Tint": wt / 2}})
     return {name: _clamped(out[name]) for name in CANDIDATES[stage]}
 
 
@@ -385,8 +385,8 @@ class LearnedPlanner:
     def predict(self, stage: str, proxy: np.ndarray) -> tuple[Prediction, dict[str, dict], Measurements]:
         """The model's prediction for ``stage`` on a proxy, the candidate plans it scored, and
         the measurements it saw."""
-        x, m, small = features(proxy)
-        return self.learned.stages[stage].predict(x), candidates(stage, m, small), m
+        x, m, small, rules = features(proxy)
+        return self.learned.stages[stage].predict(x), candidates(stage, m, small, rules), m
 
     def plan_stage(self, stage: str, proxy: np.ndarray, *, style: str = "balanced",
                    instructions: str | None = None, previous: dict[str, StagePlan] | None = None) -> StagePlan:
