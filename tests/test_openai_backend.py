@@ -16,6 +16,7 @@ import pytest
 
 from monet_cli.catalog import STAGES
 from monet_cli.errors import UsageError
+from monet_cli.models import presets
 from monet_cli.planners.base import get_planner, plan_proxy
 from monet_cli.planners.openai import EndpointError, OpenAIPlanner
 
@@ -135,8 +136,10 @@ def test_full_plan_against_a_monetgpt_style_server(server, proxy, monkeypatch):
     planner = get_planner("openai", model="monetgpt-7b", endpoint=server.url, adapter=None, quant=None)
     plan = plan_proxy(proxy, planner, style="vibrant", instructions="a bit warmer")
     assert [plan.stages[s].status for s in STAGES] == ["ok", "ok", "no_change"]
-    assert plan.stages["lighting"].adjustments == {"Exposure": 15, "Contrast": 100}  # clamped
-    assert plan.stages["color"].adjustments == {"Temperature": 12}  # Exposure is not a colour op
+    assert plan.stages["lighting"].model_adjustments == {"Exposure": 15, "Contrast": 100}  # clamped
+    assert plan.stages["color"].model_adjustments == {"Temperature": 12}  # Exposure is not a colour op
+    vm = presets()["monetgpt-7b"].value_map  # rendered through the preset's value map (test_value_map.py)
+    assert plan.stages["lighting"].adjustments == vm.map_values({"Exposure": 15, "Contrast": 100})
     assert plan.stages["lighting"].reasoning[0].issue == "Dark subject."
     assert plan.planner.backend == "openai" and plan.planner.model == "monetgpt-7b"
     assert len(server.requests) == 5  # 2 + 2 + 1 (hsl needs nothing: no values turn)
@@ -171,7 +174,7 @@ def test_a_500_is_retried(server, proxy):
     server.script = [500, 502]
     sp = planner_for(server, retries=3).plan_stage("lighting", proxy, style="balanced", instructions=None,
                                                    previous={})
-    assert sp.status == "ok" and sp.adjustments["Exposure"] == 15 and len(server.requests) == 4
+    assert sp.status == "ok" and sp.model_adjustments["Exposure"] == 15 and len(server.requests) == 4
 
 
 def test_persistent_500s_fail_the_stage_not_the_plan(server, proxy):

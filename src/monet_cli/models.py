@@ -59,6 +59,7 @@ class Preset:
     max_new_tokens: dict = field(default_factory=lambda: {"analysis": 1024, "values": 256})
     gpu_memory_gb: dict = field(default_factory=dict)  # quant → GiB, estimated
     download_gb: float = 0.0
+    value_map: object = None  # a monet_cli.value_map.ValueMap: the model's values → monet's (None: as said)
 
 
 MAX_SAMPLES = 64
@@ -99,6 +100,11 @@ def checked_sample_temperature(v, what: str = "generation.sample_temperature", e
 
 def _preset_from(raw: dict, path: Path) -> Preset:
     try:
+        value_map = None
+        if raw.get("value_map") is not None:
+            from monet_cli.value_map import parse_value_map
+
+            value_map = parse_value_map(raw["value_map"], str(raw.get("name", path.stem)))
         gen = raw.get("generation") or {}
         px = raw.get("pixels") or {}
         arch = raw["architecture"]
@@ -117,7 +123,7 @@ def _preset_from(raw: dict, path: Path) -> Preset:
             sample_temperature=checked_sample_temperature(gen.get("sample_temperature", 1.0)),
             max_new_tokens={"analysis": 1024, "values": 256, **(gen.get("max_new_tokens") or {})},
             gpu_memory_gb={str(k): float(v) for k, v in (raw.get("gpu_memory_gb") or {}).items()},
-            download_gb=float(raw.get("download_gb", 0)),
+            download_gb=float(raw.get("download_gb", 0)), value_map=value_map,
         )
     except (KeyError, TypeError, ValueError) as e:
         raise MonetError(f"bad model preset ({e})", path=path) from None
@@ -363,7 +369,8 @@ def preset_status() -> list[dict]:
                      "parameters_b": p.parameters_b, "quant": p.quant, "max_pixels": p.max_pixels,
                      "prompts": p.prompts, "gpu_memory_gb": dict(p.gpu_memory_gb), "download_gb": p.download_gb,
                      "present": present, "path": str(folder) if folder else None, "missing": missing, "build": p.build,
-                     "description": p.description})
+                     "description": p.description,
+                     "value_map": p.value_map.ident if p.value_map is not None else None})
     return rows
 
 

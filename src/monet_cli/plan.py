@@ -15,6 +15,9 @@ Layout (schema ``monet.plan``, version 1)::
                      "adjustments": {"Exposure": 15}},
         "color": {…}, "hsl": {…}
       },
+      # a stage whose model values went through a preset's value map (monet_cli.value_map)
+      # also holds "model_adjustments": the model's own values ("adjustments" are rendered);
+      # the planner then records "value_map": "monetgpt-7b@<hash>"
       "history": [ <earlier versions of this plan, without their own history> ]
     }
 
@@ -65,11 +68,16 @@ class StagePlan:
     status: str = "ok"
     error: str | None = None
     raw: str | None = None
+    # the model's own values where a preset's value map turned them into ``adjustments``
+    # (monet_cli.value_map); None where the values were rendered as given
+    model_adjustments: dict[str, float] | None = None
 
     def to_dict(self) -> dict:
         d = {"status": self.status, "locked": self.locked,
              "reasoning": [r.to_dict() for r in self.reasoning],
              "adjustments": {k: _num(v) for k, v in self.adjustments.items()}}
+        if self.model_adjustments is not None:
+            d["model_adjustments"] = {k: _num(v) for k, v in self.model_adjustments.items()}
         if self.error is not None:
             d["error"] = self.error
         if self.raw is not None:
@@ -117,10 +125,11 @@ class Planner:
     samples: int | None = None  # model backends: sampled plans per stage behind the consensus (1: one answer)
     consensus: str | None = None  # with samples > 1: "mean" or "medoid" (planners/protocol.py)
     sample_temperature: float | None = None  # with samples > 1: the temperature they were drawn at
+    value_map: str | None = None  # "preset@hash" of the value map applied to the model's values, if any
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
-        for k in ("samples", "consensus", "sample_temperature"):  # planners that do not sample write no such keys
+        for k in ("samples", "consensus", "sample_temperature", "value_map"):  # absent where unused
             if d[k] is None:
                 del d[k]
         return d
@@ -141,6 +150,22 @@ class Plan:
         out: dict[str, float] = {}
         for s in STAGES:
             out.update(self.stages[s].adjustments)
+        return out
+
+    @property
+    def model_adjustments(self) -> dict[str, float]:
+        """All stages' values as the model said them, before a value map: a stage's
+        ``model_adjustments`` where it has them, else its ``adjustments`` (values rendered as
+        given: a planner without a map, or the photographer's own)."""
+        out: dict[str, float] = {}
+        for s in STAGES:
+            sp = self.stages[s]
+            if sp.model_adjustments is not None:
+                own = {k: v for k, v in sp.adjustments.items() if k not in sp.model_adjustments and k not in out}
+                out.update(sp.model_adjustments)
+                out.update(own)  # ops the photographer added to a mapped stage
+            else:
+                out.update(sp.adjustments)
         return out
 
     def to_dict(self) -> dict:
@@ -224,8 +249,14 @@ class Plan:
             for key in ("error", "raw"):
                 if sd.get(key) is not None and not isinstance(sd.get(key), str):
                     raise PlanError(f"{w}.{key}: expected a string")
+            model = sd.get("model_adjustments")
+            if model is not None:
+                model = validate_values(model, f"{w}.model_adjustments")
+                wrong = [n for n in model if cat.stage_of(n) != s]
+                if wrong:
+                    raise PlanError(f"{w}.model_adjustments: {wrong[0]} belongs to stage {cat.stage_of(wrong[0])!r}")
             stages[s] = StagePlan(adjustments=adj, reasoning=triplets, locked=locked, status=status,
-                                  error=sd.get("error"), raw=sd.get("raw"))
+                                  error=sd.get("error"), raw=sd.get("raw"), model_adjustments=model)
         source = None
         if d.get("source") is not None:
             sd = d["source"]

@@ -141,6 +141,10 @@ def edit_stage(photo, stage: str, *, set_values: dict[str, float] | None = None,
     for name in unset or []:
         if sp.adjustments.pop(name, None) is not None:
             changes.append(f"{name} removed")
+    if sp.model_adjustments is not None:  # the photographer's values are theirs: no model value behind them
+        touched = set(set_values or {}) | set(unset or [])
+        kept = {k: v for k, v in sp.model_adjustments.items() if k not in touched}
+        sp.model_adjustments = kept or None
     sp.locked = True
     sp.status = "ok" if sp.adjustments else "no_change"
     sp.error = sp.raw = None
@@ -153,6 +157,8 @@ def edit_stage(photo, stage: str, *, set_values: dict[str, float] | None = None,
         if planner is None:
             p = new.planner
             opts = {"model": p.model, "adapter": p.adapter} if p.backend not in ("auto", "rules", "manual", "xmp") else {}
+            if p.backend in ("qwen", "openai"):  # the later stages' values mapped as the plan's were, or not
+                opts["value_map"] = p.value_map if isinstance(p.value_map, str) and p.value_map else "none"
             if p.backend == "qwen" and isinstance(p.samples, int) and not isinstance(p.samples, bool):
                 opts["samples"] = p.samples  # re-plan the later stages the way the plan was made
                 if p.consensus in CONSENSUS:

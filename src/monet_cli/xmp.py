@@ -1238,24 +1238,41 @@ def default_embed_path(photo) -> Path:
     return p.with_name(f"{p.stem}.monet-xmp{p.suffix}")
 
 
+EXPORT_VALUES = ("rendered", "model")
+
+
 def export_xmp(photo, plan, *, embed: bool = False, output=None, overwrite: bool = False,
-               as_shot: AsShot | None = None) -> ExportResult:
+               as_shot: AsShot | None = None, values: str = "rendered") -> ExportResult:
     """Write ``plan`` (a :class:`~monet_cli.plan.Plan` or ``{op: value}``) as Camera Raw settings.
 
     Without ``embed``: the sidecar ``NAME.xmp`` (or ``output``); an existing one is kept unless
     ``overwrite`` (it may hold the photographer's own Lightroom edits). With ``embed``: a copy
     of the TIFF/DNG/JPEG with the packet inside (default ``<stem>.monet-xmp.<ext>``), the
     file's other XMP metadata kept; pixels and every other byte of the image data unchanged.
-    The original photo is never written, ``overwrite`` or not.
+    The original photo is never written, ``overwrite`` or not. ``values``: ``rendered`` (the
+    values monet renders) or ``model`` (where a preset's value map changed the model's values,
+    the model's own: ``Plan.model_adjustments``).
     """
     from monet_cli.images import atomic_write, is_raw, same_file
 
+    if values not in EXPORT_VALUES:
+        raise UsageError(f"values must be {' or '.join(EXPORT_VALUES)}, got {values!r}")
     p = Path(photo)
     if not p.is_file():
         raise InputError("no such photo" if not p.exists() else "not a file", path=p)
-    adjustments = plan.adjustments if hasattr(plan, "adjustments") else dict(plan)
+    if hasattr(plan, "adjustments"):
+        adjustments = plan.model_adjustments if values == "model" else plan.adjustments
+    else:
+        adjustments = dict(plan)
     raw = is_raw(p)
     notes: list[str] = []
+    mapped = hasattr(plan, "stages") and any(sp.model_adjustments is not None for sp in plan.stages.values())
+    if values == "model" and not mapped:
+        notes.append("--values model: this plan's values were rendered as the model said them (no value map); "
+                     "the export is the same as --values rendered")
+    elif values == "rendered" and mapped:
+        notes.append("the values are those monet renders, after the model preset's value map; "
+                     "--values model exports the model's own")
     out = Path(output) if output is not None else (default_embed_path(p) if embed else xmp_sidecar_path(p))
     if same_file(out, p):
         raise OutputError("refusing to write over the original photo; choose another output", path=out)

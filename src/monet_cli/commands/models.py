@@ -23,7 +23,7 @@ def models_list_cmd(
 
     Without weights, `--json` lists exactly which files are missing.
 
-    GPU memory figures are estimates (weights plus one 1280-pixel proxy), not measurements.
+    GPU memory figures are estimates (weights plus one 1280-pixel proxy), not measurements. A "fitted" value map means the model's values are translated to monet's scale before rendering (README, "How MonetGPT's values are rendered").
 
     [b]Examples[/b]
 
@@ -39,14 +39,15 @@ def models_list_cmd(
     from rich.table import Table
 
     table = Table(title="monet model presets", show_lines=False)
-    for col in ("preset", "weights from", "arch", "quant", "GPU GiB 4bit/8bit/none", "on disk"):
+    for col in ("preset", "weights from", "arch", "quant", "GPU GiB 4bit/8bit/none", "value map", "on disk"):
         table.add_column(col, overflow="fold")
     for r in rows:
         m = r["gpu_memory_gb"]
         mem = " / ".join(f"{m[q]:g}" if q in m else "?" for q in ("4bit", "8bit", "none"))
         where = r["hub_id"] or f"built locally ({r.get('build') or 'monet models tiny'})"
         disk = "[green]yes[/green]" if r["present"] else "[dim]no[/dim]"
-        table.add_row(r["name"], where, r["architecture"], r["quant"], mem, disk)
+        vmap = "fitted" if r["value_map"] else "[dim]—[/dim]"
+        table.add_row(r["name"], where, r["architecture"], r["quant"], mem, vmap, disk)
     con = console()
     con.print(table)
     missing = [r for r in rows if not r["present"] and r["hub_id"]]

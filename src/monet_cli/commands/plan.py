@@ -34,6 +34,8 @@ def print_plan(plan, con, *, title: str | None = None) -> None:
     bits.append(f"style {p.style}")
     if p.instructions:
         bits.append(f"instructions “{escape(p.instructions)}”")
+    if p.value_map:
+        bits.append(f"values through the value map {escape(p.value_map)}")
     if title:
         con.print(f"[bold]{escape(title)}[/bold]")
     con.print("  " + ", ".join(bits) + (f"; {len(plan.history)} earlier version(s)" if plan.history else ""))
@@ -46,13 +48,19 @@ def print_plan(plan, con, *, title: str | None = None) -> None:
         con.print(f"  [bold]{cat.stages[s].title}[/bold] — {status}{lock}")
         if sp.status == "failed" and sp.error:
             con.print(f"    [red]{escape(sp.error)}[/red]")
-        if sp.adjustments:
+        model = sp.model_adjustments or {}
+        if sp.adjustments or model:
             t = Table(show_header=False, box=None, padding=(0, 1), pad_edge=False)
             t.add_column(justify="left", style="cyan")
             t.add_column(justify="right")
             t.add_column(style="dim")
             for name, v in sp.adjustments.items():
-                t.add_row(f"    {name}", f"{v:+g}", intensity_word(v))
+                said = model.get(name)
+                note = f"  (model {said:+g})" if said is not None and said != v else ""
+                t.add_row(f"    {name}", f"{v:+g}", intensity_word(v) + note)
+            for name, said in model.items():
+                if name not in sp.adjustments:
+                    t.add_row(f"    {name}", "0", f"(model {said:+g}; the value map renders no change)")
             con.print(t)
         for r in sp.reasoning:
             what = "no change" if r.adjustment.strip().lower() in ("", "none") else r.adjustment
@@ -83,6 +91,10 @@ def plan_cmd(
                                                        "> 1: temperature the plans are sampled at, above 0 and at "
                                                        "most 2 (default: the preset's; 1: the model's own "
                                                        "distribution; lower: samples that agree more)."),
+    value_map: Optional[str] = typer.Option(None, "--value-map", help="qwen/openai: how the model's values become "
+                                            "monet's: its preset's fitted map (default), another preset's (for a "
+                                            "folder holding known weights, e.g. monetgpt-7b) or 'none' (rendered "
+                                            "as said). Both are kept in the plan."),
     seed: int = typer.Option(0, "--seed", help="Seed recorded in the plan (model sampling)."),
     force: bool = typer.Option(False, "--force", "-f", help="Replan photos that already have a sidecar."),
     sidecar_dir: Optional[Path] = typer.Option(None, "--sidecar-dir",
@@ -103,6 +115,7 @@ def plan_cmd(
       monet plan shoot/ --recursive --jobs 2 --style vibrant
       monet plan 'shoot/*.CR2' --instructions "warmer, brighter" --json > plans.jsonl
       monet plan photo.jpg --backend qwen --model monetgpt-7b --quant 4bit
+      monet plan photo.jpg --backend qwen --model ~/weights/monetGPT --value-map monetgpt-7b
       monet plan photo.jpg --backend qwen --model runs/mini/run-puzzles --samples 16 --consensus medoid
     """
     from monet_cli.batch import print_summary, resolve_inputs, run_batch
@@ -117,7 +130,8 @@ def plan_cmd(
         if not quiet and not as_json and model is None:
             console(stderr=True).print(f"[dim]{escape(why)}[/dim]")
     options = {"model": model, "adapter": str(adapter) if adapter else None, "quant": quant, "endpoint": endpoint,
-               "samples": samples, "consensus": consensus, "sample_temperature": sample_temperature}
+               "samples": samples, "consensus": consensus, "sample_temperature": sample_temperature,
+               "value_map": value_map}
     if backend.strip().lower() not in ("auto", "rules"):
         options["seed"] = seed  # model sampling follows --seed
     planner = get_planner(backend, **options)

@@ -75,6 +75,9 @@ def export_xmp_cmd(
     as_shot_tint: Optional[float] = typer.Option(None, "--as-shot-tint", help="Raw files: the as-shot tint "
                                                                               "(−150..150; default 0 with "
                                                                               "--as-shot-kelvin)."),
+    values: str = typer.Option("rendered", "--values", help="rendered: the values monet renders; model: the "
+                                                           "model's own values where its preset's value map "
+                                                           "changed them."),
     as_json: bool = typer.Option(False, "--json", help="One JSON line per photo."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing on success."),
 ):
@@ -88,6 +91,7 @@ def export_xmp_cmd(
       monet export-xmp photo.jpg --embed            # → photo.monet-xmp.jpg
       monet export-xmp IMG_0042.CR2 --as-shot-kelvin 5150 --as-shot-tint 8
       monet export-xmp *.NEF --plan look.json --json
+      monet export-xmp photo.tif --values model     # MonetGPT's own numbers
     """
     from monet_cli.errors import PlanError, UsageError
     from monet_cli.plan import load_plan, sidecar_path
@@ -95,6 +99,10 @@ def export_xmp_cmd(
 
     if output is not None and len(photos) > 1:
         raise UsageError("-o/--output takes one photo")
+    from monet_cli.xmp import EXPORT_VALUES
+
+    if values not in EXPORT_VALUES:
+        raise UsageError(f"--values must be {' or '.join(EXPORT_VALUES)}, got {values!r}")
     as_shot = _as_shot(as_shot_kelvin, as_shot_tint)
     shared = load_plan(plan_file) if plan_file is not None else None
     con = console()
@@ -106,7 +114,7 @@ def export_xmp_cmd(
             if not sc.exists():
                 raise PlanError(f"no plan: no sidecar {sc.name}; run `monet plan {photo}` or pass --plan", path=photo)
             plan = load_plan(sc)
-        r = export_xmp(photo, plan, embed=embed, output=output, overwrite=force, as_shot=as_shot)
+        r = export_xmp(photo, plan, embed=embed, output=output, overwrite=force, as_shot=as_shot, values=values)
         if as_json:
             print_json(r.to_dict())
         elif not quiet:
@@ -115,7 +123,7 @@ def export_xmp_cmd(
             if r.raw and r.tags.get("WhiteBalance") == "Custom":
                 wb = (f", white balance {r.tags['Temperature']} K / tint {r.tags['Tint']} "
                       f"(as shot {r.as_shot.kelvin:g} K: {escape(r.as_shot.source)})")
-            n = sum(1 for v in plan.adjustments.values() if v)
+            n = sum(1 for v in (plan.model_adjustments if values == "model" else plan.adjustments).values() if v)
             con.print(f"[green]✓[/green] {escape(str(photo))} → [bold]{escape(str(r.output))}[/bold] "
                       f"({kind}, {n} ops{wb})")
             _print_notes(con, r.notes)

@@ -181,7 +181,8 @@ def plan_proxy(proxy: np.ndarray, planner: StagePlanner, *, style: str = "balanc
                 stages[stage] = StagePlan(status="failed", error=_error_text(e))
     return Plan(stages=stages, planner=Planner(
         backend=planner.name, model=getattr(planner, "model", None), adapter=getattr(planner, "adapter", None),
-        style=style, seed=seed, instructions=instructions, **(decoding_of(planner) or {})))
+        style=style, seed=seed, instructions=instructions, **(decoding_of(planner) or {}),
+        value_map=getattr(getattr(planner, "value_map", None), "ident", None)))
 
 
 def decoding_of(planner) -> dict | None:

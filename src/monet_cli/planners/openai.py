@@ -94,7 +94,7 @@ class OpenAIPlanner:
     def __init__(self, model: str | None = None, *, endpoint: str | None = None, api_key_env: str | None = None,
                  timeout: float = 120.0, retries: int = 3, backoff: float = 1.0, concurrency: int = 4,
                  temperature: float = 0.3, max_tokens: int = 1024, image_format: str = "jpeg",
-                 prompts: str | None = None, seed: int | None = 0):
+                 prompts: str | None = None, seed: int | None = 0, value_map: str | None = None):
         self.base = _base(endpoint or os.environ.get("MONET_OPENAI_ENDPOINT") or DEFAULT_ENDPOINT)
         self.url = self.base + "/chat/completions"
         if api_key_env:
@@ -117,9 +117,12 @@ class OpenAIPlanner:
         self.image_format, self.seed = image_format, seed
         self.model = model or os.environ.get("MONET_OPENAI_MODEL") or self._first_model()
         from monet_cli.models import presets
+        from monet_cli.value_map import resolve_value_map
 
-        preset = presets().get(self.model)
+        preset = presets().get(self.model) or next((p for p in presets().values() if p.hub_id == self.model), None)
         self.prompts = load_prompts(prompts or (preset.prompts if preset else "monetgpt"))
+        # the served preset's value map (monet_cli.value_map), another preset's (--value-map NAME) or none
+        self.value_map = resolve_value_map(value_map, preset)
         self.warnings: list[str] = []
 
     @classmethod
@@ -133,7 +136,7 @@ class OpenAIPlanner:
             raise UsageError(f"{flag_names(sampling[:1])[0]} is for --backend qwen (it batches the samples on the "
                              f"model it loads)")
         known = {"model", "endpoint", "api_key_env", "timeout", "retries", "backoff", "concurrency", "temperature",
-                 "max_tokens", "image_format", "prompts", "seed"}
+                 "max_tokens", "image_format", "prompts", "seed", "value_map"}
         unknown = set(options) - known
         if unknown:
             raise UsageError(f"the openai backend takes no option {', '.join(flag_names(unknown))}")
@@ -213,8 +216,9 @@ class OpenAIPlanner:
     def plan_stage(self, stage: str, proxy: np.ndarray, *, style: str = "balanced", instructions: str | None = None,
                    previous: dict[str, StagePlan] | None = None) -> StagePlan:
         url = image_data_url(proxy_to_pil(proxy), self.image_format)
-        return run_stage(lambda msgs: self.complete(to_openai_messages(msgs, url)), stage,
-                         prompts=self.prompts, style=style, instructions=instructions)
+        sp = run_stage(lambda msgs: self.complete(to_openai_messages(msgs, url)), stage,
+                       prompts=self.prompts, style=style, instructions=instructions)
+        return self.value_map.apply(sp) if self.value_map is not None else sp
 
 
 def _error_detail(e) -> str:

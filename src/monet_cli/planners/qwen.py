@@ -272,7 +272,8 @@ class QwenPlanner:
     def __init__(self, model: str | None = None, *, adapter=None, quant: str | None = None,
                  device: str | None = None, dtype: str | None = None, temperature: float | None = None,
                  max_new_tokens: int | None = None, seed: int | None = 0, prompts: str | None = None,
-                 samples: int | None = None, consensus: str | None = None, sample_temperature: float | None = None):
+                 samples: int | None = None, consensus: str | None = None, sample_temperature: float | None = None,
+                 value_map: str | None = None):
         if adapter is not None:
             from monet_cli.train.config import is_full_run, run_base_model
 
@@ -317,6 +318,10 @@ class QwenPlanner:
             if given is not None and self.samples == 1:
                 self.warnings.append(f"{flag} {given} has no effect with one sample per stage (--samples 1)")
         self.prompts = load_prompts(prompts or self.resolved.prompts)
+        # the preset's value map (monet_cli.value_map), another preset's (--value-map NAME) or none
+        from monet_cli.value_map import resolve_value_map
+
+        self.value_map = resolve_value_map(value_map, preset)
         self.loaded = load_model(self.resolved.path, adapter=self.adapter and Path(self.adapter).expanduser(),
                                  quant=self.quant, device=self.device, dtype=self.dtype)
 
@@ -329,7 +334,7 @@ class QwenPlanner:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise UsageError(f"--concurrency must be a positive integer, got {concurrency!r}")
         known = {"model", "adapter", "quant", "device", "dtype", "temperature", "max_new_tokens", "seed", "prompts",
-                 "samples", "consensus", "sample_temperature"}
+                 "samples", "consensus", "sample_temperature", "value_map"}
         unknown = set(options) - known
         if unknown:
             raise UsageError(f"the qwen backend takes no option {', '.join(flag_names(unknown))}")
@@ -357,12 +362,19 @@ class QwenPlanner:
     def plan_stage(self, stage: str, proxy: np.ndarray, *, style: str = "balanced", instructions: str | None = None,
                    previous: dict[str, StagePlan] | None = None) -> StagePlan:
         """One conversation (``samples`` 1), or one plan of ``samples`` sampled conversations,
-        generated together: their mean (:func:`consensus`) or their :func:`medoid`."""
+        generated together: their mean (:func:`consensus`) or their :func:`medoid`. With a
+        value map, the mean is taken of the model's values and then mapped; the medoid is
+        chosen among the mapped plans (by what would be rendered)."""
         image = proxy_to_pil(proxy)
         turns = iter(range(3))
         if self.samples == 1:
-            return run_stage(lambda msgs: self.chat(msgs, image, turn=next(turns), stage=stage), stage,
-                             prompts=self.prompts, style=style, instructions=instructions)
+            return self._mapped(run_stage(lambda msgs: self.chat(msgs, image, turn=next(turns), stage=stage), stage,
+                                          prompts=self.prompts, style=style, instructions=instructions))
         plans = run_stages(lambda convs: self.chat_many(convs, image, turn=next(turns), stage=stage), stage,
                            self.samples, prompts=self.prompts, style=style, instructions=instructions)
-        return medoid(plans, proxy) if self.consensus == "medoid" else consensus(plans)
+        if self.consensus == "medoid":
+            return medoid([self._mapped(p) for p in plans], proxy)
+        return self._mapped(consensus(plans))
+
+    def _mapped(self, sp: StagePlan) -> StagePlan:
+        return self.value_map.apply(sp) if self.value_map is not None else sp

@@ -1,0 +1,235 @@
+#!/usr/bin/env python3
+"""Fit the value map of the ``monetgpt-7b`` preset: published MonetGPT values → monet values.
+
+    benchmarks/corpus.sh /tmp/corpus                                  # the free photo corpus (once)
+    python benchmarks/value_map.py --corpus /tmp/corpus --out /tmp/vmap [--write]
+
+For every one of the 33 operations and every model value v on a grid (−100…100, step 10,
+and ±5), the published pipeline's rendering of v (its value rules, then its operation:
+``benchmarks/monetgpt_ops.py``) is computed on the corpus's training photos, and the monet
+value m of the same operation that minimises the mean CIEDE2000 to it is searched
+(:func:`monet_cli.value_map.best_value`: a grid, then golden section). The best values are
+made a valid table (monotone, 0 ↦ 0: :func:`monet_cli.value_map.monotone_points`).
+
+Then, on the corpus's **held-out** photos (never used in the fit), per operation the mean
+ΔE2000 between the published rendering and monet's, over the grid's non-zero values:
+``mapped`` (monet at the map's value), ``unmapped`` (monet at the model's value unchanged,
+what monet did before the map) and ``effect`` (the published rendering against the photo
+untouched: how large the operation is). Printed as a table and written to OUT/value_map.md
+and OUT/value_map.json; ``--write`` replaces the ``value_map:`` block of
+``models/monetgpt-7b.yaml`` with the new table and these residuals.
+
+Colour: the published pipeline works on sRGB-encoded values as they are; monet renders in
+its linear working space from the same sRGB photo and is compared as an sRGB rendition.
+Figures are a benchmark's, measured on this machine; nothing here is a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+for _var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import monetgpt_ops as published  # noqa: E402
+
+GRID = [-100, -90, -80, -70, -60, -50, -40, -30, -20, -10, -5, 0, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
+PRESET = ROOT / "models" / "monetgpt-7b.yaml"
+MARKER = "# value_map: written by benchmarks/value_map.py"
+
+
+def load_photos(folder: Path, size: int, limit: int | None) -> list[np.ndarray]:
+    """sRGB-encoded float64 photos, long side ``size`` (box filter), ``limit`` spread evenly."""
+    from PIL import Image
+
+    paths = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".tif", ".tiff"))
+    if limit and len(paths) > limit:
+        paths = [paths[i] for i in np.linspace(0, len(paths) - 1, limit).round().astype(int)]
+    out = []
+    for p in paths:
+        with Image.open(p) as im:
+            im = im.convert("RGB")
+            im.thumbnail((size, size), Image.Resampling.BOX)
+            out.append(np.asarray(im, dtype=np.float64) / 255.0)
+    return out
+
+
+class Scorer:
+    """Mean ΔE2000 (each photo weighted equally) between a published rendering and monet's."""
+
+    def __init__(self, photos: list[np.ndarray], sigma: float):
+        from monet_cli import colorspaces as cs
+
+        s2w = cs.SRGB.linear().matrix_to(cs.WORKING)
+        self.photos = photos
+        self.sigma = sigma
+        self.linear = np.concatenate([(cs.SRGB_TRC.decode(p) @ s2w.T).reshape(-1, 3) for p in photos])
+        self.linear = self.linear.astype(np.float32)[None]  # one row of every photo's pixels
+        self.w = np.concatenate([np.full(p.shape[0] * p.shape[1], 1.0 / (p.shape[0] * p.shape[1] * len(photos)))
+                                 for p in photos])
+        self.original = self._lab_of([p.reshape(-1, 3) for p in photos])
+
+    @staticmethod
+    def _lab_of(parts):
+        from monet_cli.metrics import srgb_to_lab
+
+        return srgb_to_lab(np.concatenate(parts))
+
+    def target(self, op: str, v: int) -> np.ndarray:
+        return self._lab_of([published.render_op(p, op, v, sigma=self.sigma).reshape(-1, 3) for p in self.photos])
+
+    def monet(self, op: str, m: float) -> np.ndarray:
+        from monet_cli.metrics import srgb_rendition, srgb_to_lab
+        from monet_cli.render import render_linear
+
+        if m == 0:
+            return self.original
+        return srgb_to_lab(srgb_rendition(render_linear(self.linear, {op: float(m)}), bits=None))[0]
+
+    def error(self, target: np.ndarray, lab: np.ndarray) -> float:
+        from monet_cli.metrics import delta_e2000
+
+        return float(np.sum(self.w * delta_e2000(target, lab)))
+
+
+def fit_op(args) -> dict:
+    op, train, heldout, sigma = args
+    from monet_cli.value_map import OpMap, best_value, monotone_points
+
+    t = time.perf_counter()
+    fit = Scorer(train, sigma)
+    best = []
+    for v in GRID:
+        if v == 0 or published.damp(op, v) == 0:
+            best.append(0.0)
+            continue
+        target = fit.target(op, v)
+        best.append(best_value(lambda m: fit.error(target, fit.monet(op, m))))
+    points = monotone_points(GRID, best)
+    row = OpMap(op=op, points=tuple(tuple(p) for p in points))
+    test = Scorer(heldout, sigma)
+    mapped, unmapped, effect = [], [], []
+    for v in GRID:
+        if v == 0:
+            continue
+        target = test.target(op, v)
+        mapped.append(test.error(target, test.monet(op, round(row(v), 1))))
+        unmapped.append(test.error(target, test.monet(op, v)))
+        effect.append(test.error(target, test.original))
+    return {"op": op, "best": best, "points": points, "rule": published.RULES[op],
+            "residual": {"mapped": float(np.mean(mapped)), "unmapped": float(np.mean(unmapped)),
+                         "effect": float(np.mean(effect))},
+            "per_value": {"mapped": mapped, "unmapped": unmapped, "effect": effect},
+            "seconds": time.perf_counter() - t}
+
+
+def yaml_block(rows: list[dict], source: str) -> str:
+    """The ``value_map:`` block, one row per op with its rule and held-out residuals."""
+    lines = [MARKER + " (do not edit below by hand; rerun it)", "value_map:", f"  source: >-\n    {source}", "  ops:"]
+    for r in rows:
+        res = r["residual"]
+        pts = ", ".join(f"[{a:g}, {b:g}]" for a, b in r["points"])
+        lines += [f"    {r['op']}:",
+                  f"      rule: {json.dumps(r['rule'], ensure_ascii=False)}",
+                  f"      residual: {{mapped: {res['mapped']:.2f}, unmapped: {res['unmapped']:.2f}, "
+                  f"effect: {res['effect']:.2f}}}  # held-out mean ΔE2000",
+                  f"      points: [{pts}]"]
+    return "\n".join(lines) + "\n"
+
+
+def write_preset(block: str, path: Path = PRESET) -> None:
+    text = path.read_text(encoding="utf-8")
+    head = text.split(MARKER, 1)[0].rstrip("\n") + "\n\n"
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(head + block, encoding="utf-8")
+    import yaml
+
+    from monet_cli.value_map import parse_value_map
+
+    parse_value_map(yaml.safe_load(tmp.read_text(encoding="utf-8"))["value_map"], "monetgpt-7b")  # valid, or raise
+    tmp.replace(path)
+
+
+def table(rows: list[dict]) -> str:
+    out = ["| op | held-out ΔE2000 with the map | without (values as said) | the op's own size | "
+           "map at −100 / −50 / +50 / +100 |", "|---|---|---|---|---|"]
+    for r in rows:
+        res = r["residual"]
+        pts = dict((a, b) for a, b in r["points"])
+        ends = " / ".join(f"{pts[v]:+g}" for v in (-100, -50, 50, 100))
+        out.append(f"| {r['op']} | {res['mapped']:.2f} | {res['unmapped']:.2f} | {res['effect']:.2f} | {ends} |")
+    m = np.mean([r["residual"]["mapped"] for r in rows])
+    u = np.mean([r["residual"]["unmapped"] for r in rows])
+    e = np.mean([r["residual"]["effect"] for r in rows])
+    out.append(f"| **mean of the {len(rows)} ops** | **{m:.2f}** | **{u:.2f}** | {e:.2f} | |")
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--corpus", type=Path, required=True, help="a benchmarks/corpus.sh folder (train/, heldout/)")
+    ap.add_argument("--out", type=Path, default=Path("/tmp/value-map"))
+    ap.add_argument("--size", type=int, default=96, help="long side of the photos, pixels (default 96)")
+    ap.add_argument("--photos", type=int, default=24, help="training photos used for the fit (default 24)")
+    ap.add_argument("--ops", default="", help="comma-separated ops (default: all 33)")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--write", action="store_true", help=f"write the table into {PRESET.relative_to(ROOT)}")
+    ap.add_argument("--reuse", action="store_true", help="reuse OUT/value_map.json of an earlier run with the same "
+                                                         "settings instead of fitting again (e.g. to --write it)")
+    a = ap.parse_args(argv)
+    from monet_cli.catalog import catalog
+
+    ops = [o for o in a.ops.split(",") if o] or list(catalog().ops)
+    train = load_photos(a.corpus / "train", a.size, a.photos)
+    heldout = load_photos(a.corpus / "heldout", a.size, None)
+    if not train or not heldout:
+        raise SystemExit(f"{a.corpus}: expected photos in train/ and heldout/ (benchmarks/corpus.sh)")
+    sigma = 5.0 * a.size / 1024  # the published mask blur (5 px) at a ~1024 px photo, scaled to ours
+    print(f"fitting {len(ops)} ops on {len(train)} photos, scoring on {len(heldout)} held-out photos, "
+          f"{a.size} px, {a.jobs} jobs", file=sys.stderr)
+    t = time.perf_counter()
+    rows = []
+    settings = {"grid": GRID, "size": a.size, "train": len(train), "heldout": len(heldout)}
+    earlier = a.out / "value_map.json"
+    if a.reuse and earlier.exists():
+        old = json.loads(earlier.read_text())
+        if {k: old.get(k) for k in settings} != settings or [r["op"] for r in old["rows"]] != ops:
+            raise SystemExit(f"{earlier}: made with other settings or ops; run without --reuse")
+        rows = old["rows"]
+        print(f"reusing {earlier}", file=sys.stderr)
+    with ProcessPoolExecutor(max_workers=a.jobs) as ex:
+        for r in ex.map(fit_op, [(op, train, heldout, sigma) for op in ops] if not rows else []):
+            rows.append(r)
+            print(f"  {r['op']:<28} mapped {r['residual']['mapped']:.2f}  unmapped {r['residual']['unmapped']:.2f}"
+                  f"  ({r['seconds']:.0f} s)", file=sys.stderr)
+    md = table(rows)
+    print(md)
+    print(f"\n{time.perf_counter() - t:.0f} s", file=sys.stderr)
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "value_map.md").write_text(md + "\n", encoding="utf-8")
+    (a.out / "value_map.json").write_text(json.dumps({**settings, "rows": rows}, indent=1))
+    if a.write:
+        if len(ops) != len(catalog().ops):
+            raise SystemExit("--write needs every op (leave out --ops)")
+        source = (f"benchmarks/value_map.py on {_dt.date.today().isoformat()}: the published operations and value "
+                  f"rules re-implemented in numpy (benchmarks/monetgpt_ops.py), each model value's nearest monet "
+                  f"value in mean CIEDE2000 over {len(train)} photos of benchmarks/corpus.sh at {a.size} px, made "
+                  f"monotone; residuals on its {len(heldout)} held-out photos.")
+        write_preset(yaml_block(rows, source))
+        print(f"wrote the value map into {PRESET}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
