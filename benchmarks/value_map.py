@@ -46,6 +46,15 @@ import monetgpt_ops as published  # noqa: E402
 
 GRID = [-100, -90, -80, -70, -60, -50, -40, -30, -20, -10, -5, 0, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
 PRESET = ROOT / "models" / "monetgpt-7b.yaml"
+# Where the published operation does more than monet's of the same name, the other operations
+# of the stage that its value may also move: the published coupling of positive Blacks
+# (Contrast +2b, Exposure +b/10); the midtone gamma of published Exposure and the L* change of
+# Whites (a brightness change there); the b* and L* shift of published Tint (a Temperature
+# change here) and the green-magenta side of its colour balance.
+COUPLED = {"Blacks": ("Exposure", "Contrast"), "Exposure": ("Contrast",), "Whites": ("Exposure",),
+           "Tint": ("Temperature",), "Temperature": ("Tint",)}
+ROUNDS = 2  # coordinate-descent rounds of the joint search
+KEEP_IF = 0.1  # ΔE2000 a coupling must gain on the training photos to be kept
 MARKER = "# value_map: written by benchmarks/value_map.py"
 
 
@@ -89,13 +98,14 @@ class Scorer:
     def target(self, op: str, v: int) -> np.ndarray:
         return self._lab_of([published.render_op(p, op, v, sigma=self.sigma).reshape(-1, 3) for p in self.photos])
 
-    def monet(self, op: str, m: float) -> np.ndarray:
+    def monet(self, values: dict) -> np.ndarray:
         from monet_cli.metrics import srgb_rendition, srgb_to_lab
         from monet_cli.render import render_linear
 
-        if m == 0:
+        values = {k: float(v) for k, v in values.items() if v}
+        if not values:
             return self.original
-        return srgb_to_lab(srgb_rendition(render_linear(self.linear, {op: float(m)}), bits=None))[0]
+        return srgb_to_lab(srgb_rendition(render_linear(self.linear, values), bits=None))[0]
 
     def error(self, target: np.ndarray, lab: np.ndarray) -> float:
         from monet_cli.metrics import delta_e2000
@@ -103,35 +113,72 @@ class Scorer:
         return float(np.sum(self.w * delta_e2000(target, lab)))
 
 
+def _errors(scorer: Scorer, op: str, values_of) -> list[float]:
+    """Mean ΔE2000 to the published rendering at every non-zero grid value, monet rendering
+    ``values_of(v)`` (a dict of monet values)."""
+    out = []
+    for v in GRID:
+        if v == 0:
+            continue
+        out.append(scorer.error(scorer.target(op, v), scorer.monet(values_of(v))))
+    return out
+
+
 def fit_op(args) -> dict:
+    """One operation's row: its own table, and where :data:`COUPLED` lists other operations
+    of its stage, the tables it adds to them (searched jointly, by coordinate descent) —
+    kept only if they lower the training photos' error by more than :data:`KEEP_IF` ΔE."""
     op, train, heldout, sigma = args
     from monet_cli.value_map import OpMap, best_value, monotone_points
 
     t = time.perf_counter()
     fit = Scorer(train, sigma)
-    best = []
+    dims = [op] + [d for d in COUPLED.get(op, ())]
+    single, joint = [], {d: [] for d in dims}
     for v in GRID:
         if v == 0 or published.damp(op, v) == 0:
-            best.append(0.0)
+            single.append(0.0)
+            for d in dims:
+                joint[d].append(0.0)
             continue
         target = fit.target(op, v)
-        best.append(best_value(lambda m: fit.error(target, fit.monet(op, m))))
-    points = monotone_points(GRID, best)
-    row = OpMap(op=op, points=tuple(tuple(p) for p in points))
+        own = best_value(lambda m: fit.error(target, fit.monet({op: m})))
+        single.append(own)
+        vals = {d: 0.0 for d in dims}
+        vals[op] = own
+        for _ in range(ROUNDS if len(dims) > 1 else 0):
+            for d in dims:
+                vals[d] = best_value(lambda m, d=d: fit.error(target, fit.monet({**vals, d: m})))
+        for d in dims:
+            joint[d].append(vals[d])
+    plain = OpMap(op=op, points=tuple(tuple(p) for p in monotone_points(GRID, single)))
+    row, train_err = plain, {"single": float(np.mean(_errors(fit, op, lambda v: plain_values(plain, v))))}
+    if len(dims) > 1:
+        coupled = OpMap(op=op, points=tuple(tuple(p) for p in monotone_points(GRID, joint[op])),
+                        adds=tuple((d, tuple(tuple(p) for p in monotone_points(GRID, joint[d]))) for d in dims[1:]))
+        train_err["coupled"] = float(np.mean(_errors(fit, op, lambda v: plain_values(coupled, v))))
+        if train_err["coupled"] < train_err["single"] - KEEP_IF:
+            row = coupled
     test = Scorer(heldout, sigma)
-    mapped, unmapped, effect = [], [], []
-    for v in GRID:
-        if v == 0:
-            continue
-        target = test.target(op, v)
-        mapped.append(test.error(target, test.monet(op, round(row(v), 1))))
-        unmapped.append(test.error(target, test.monet(op, v)))
-        effect.append(test.error(target, test.original))
-    return {"op": op, "best": best, "points": points, "rule": published.RULES[op],
+    mapped = _errors(test, op, lambda v: plain_values(row, v))
+    unmapped = _errors(test, op, lambda v: {op: v})
+    effect = _errors(test, op, lambda v: {})
+    single_test = mapped if row is plain else _errors(test, op, lambda v: plain_values(plain, v))
+    return {"op": op, "best": single, "joint": joint, "points": [list(p) for p in row.points],
+            "adds": {d: [list(p) for p in pts] for d, pts in row.adds}, "rule": published.RULES[op],
+            "train": train_err,
             "residual": {"mapped": float(np.mean(mapped)), "unmapped": float(np.mean(unmapped)),
-                         "effect": float(np.mean(effect))},
+                         "effect": float(np.mean(effect)), "single": float(np.mean(single_test))},
             "per_value": {"mapped": mapped, "unmapped": unmapped, "effect": effect},
             "seconds": time.perf_counter() - t}
+
+
+def plain_values(row, v) -> dict:
+    """The monet values ``row`` gives the model's value ``v`` (own table plus its adds)."""
+    out = {row.op: round(row(v), 1)}
+    for d, add in row.added(v).items():
+        out[d] = round(add, 1)
+    return out
 
 
 def yaml_block(rows: list[dict], source: str) -> str:
@@ -145,6 +192,10 @@ def yaml_block(rows: list[dict], source: str) -> str:
                   f"      residual: {{mapped: {res['mapped']:.2f}, unmapped: {res['unmapped']:.2f}, "
                   f"effect: {res['effect']:.2f}}}  # held-out mean ΔE2000",
                   f"      points: [{pts}]"]
+        if r.get("adds"):
+            lines.append("      adds:")
+            for d, tpts in r["adds"].items():
+                lines.append(f"        {d}: [{', '.join(f'[{a:g}, {b:g}]' for a, b in tpts)}]")
     return "\n".join(lines) + "\n"
 
 
@@ -168,7 +219,11 @@ def table(rows: list[dict]) -> str:
         res = r["residual"]
         pts = dict((a, b) for a, b in r["points"])
         ends = " / ".join(f"{pts[v]:+g}" for v in (-100, -50, 50, 100))
-        out.append(f"| {r['op']} | {res['mapped']:.2f} | {res['unmapped']:.2f} | {res['effect']:.2f} | {ends} |")
+        for d, tpts in (r.get("adds") or {}).items():
+            t = dict((a, b) for a, b in tpts)
+            ends += f"; adds {d} " + " / ".join(f"{t[v]:+g}" for v in (-100, -50, 50, 100))
+        alone = f" (one op: {res['single']:.2f})" if r.get("adds") else ""
+        out.append(f"| {r['op']} | {res['mapped']:.2f}{alone} | {res['unmapped']:.2f} | {res['effect']:.2f} | {ends} |")
     m = np.mean([r["residual"]["mapped"] for r in rows])
     u = np.mean([r["residual"]["unmapped"] for r in rows])
     e = np.mean([r["residual"]["effect"] for r in rows])
@@ -200,7 +255,8 @@ def main(argv=None) -> int:
           f"{a.size} px, {a.jobs} jobs", file=sys.stderr)
     t = time.perf_counter()
     rows = []
-    settings = {"grid": GRID, "size": a.size, "train": len(train), "heldout": len(heldout)}
+    settings = {"grid": GRID, "size": a.size, "train": len(train), "heldout": len(heldout),
+                "coupled": {k: list(v) for k, v in COUPLED.items()}, "rounds": ROUNDS}
     earlier = a.out / "value_map.json"
     if a.reuse and earlier.exists():
         old = json.loads(earlier.read_text())

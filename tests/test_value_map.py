@@ -36,6 +36,12 @@ def test_monetgpt_preset_ships_a_complete_monotone_map_and_the_others_none():
         assert (d >= -1e-9).all() or (d <= 1e-9).all(), m.op  # monotone between the points too
         assert m(0) == 0.0 and vm.map_value(m.op, 0) == 0.0, m.op
         assert m.rule, m.op  # each row says which published rule it reproduces
+        for target, pts in m.adds:  # what a row adds to other ops of its stage: the same rules
+            added = [m.added(x)[target] for x in np.linspace(-100, 100, 401)]
+            d = np.diff(added)
+            assert (d >= -1e-9).all() or (d <= 1e-9).all(), (m.op, target)
+            assert m.added(0)[target] == 0.0 and catalog().ops[target].stage == catalog().ops[m.op].stage
+    assert vm.map_values({}) == {} and all(vm.map_values({op: 0}) == {} for op in catalog().ops)
     # the published stage 3 drops these hue shifts: the map renders them as nothing
     for band in ("Yellow", "Green", "Aqua", "Blue"):
         assert vm.map_value(f"HueAdjustment{band}", 60) == 0.0
@@ -85,6 +91,29 @@ def test_mapping_values_and_stages():
     assert "HueAdjustmentAqua +30" in gone.reasoning[-1].issue
     for untouched in (StagePlan(status="failed", error="x"), StagePlan(status="no_change")):
         assert vm.apply(untouched) is untouched
+
+
+def test_a_row_may_add_to_other_ops_of_its_stage():
+    vm = parse_value_map({"ops": {
+        "Blacks": {"points": [[-100, -100], [0, 0], [100, 0]],
+                   "adds": {"Contrast": [[-100, 0], [0, 0], [100, 40]], "Exposure": [[0, 0], [100, 10]]}},
+        "Contrast": {"points": [[-100, -50], [0, 0], [100, 100]]}}}, "coupled")
+    assert vm.map_values({"Blacks": 50}) == {"Contrast": 20, "Exposure": 5}  # its own table gives 0
+    assert vm.map_values({"Blacks": 50, "Contrast": 30}) == {"Contrast": 50, "Exposure": 5}  # summed
+    assert vm.map_values({"Blacks": 100, "Contrast": 90}) == {"Contrast": 100, "Exposure": 10}  # clamped
+    assert vm.map_values({"Blacks": -50}) == {"Blacks": -50}
+    sp = vm.apply(StagePlan(adjustments={"Blacks": 50}))
+    assert sp.adjustments == {"Contrast": 20, "Exposure": 5} and sp.model_adjustments == {"Blacks": 50}
+    plain = parse_value_map({"ops": {"Blacks": {"points": [[-100, -100], [0, 0], [100, 0]]}}}, "coupled")
+    assert plain.ident != vm.ident  # the adds are part of what the map is
+    for adds, message in (({"Temperature": [[0, 0], [100, 5]]}, "belongs to stage 'color'"),
+                          ({"Blacks": [[0, 0], [100, 5]]}, "adds to itself"),
+                          ({"Nope": [[0, 0], [100, 5]]}, "unknown operation"),
+                          ({"Contrast": [[0, 0], [50, 9], [100, 5]]}, "monotone"),
+                          ({"Contrast": [[10, 5], [100, 5]]}, r"\[0, 0\]"),
+                          ([1, 2], "adds: expected an object")):
+        with pytest.raises(ValueError, match=message):
+            parse_value_map({"ops": {"Blacks": {"points": [[0, 0], [100, 5]], "adds": adds}}}, "x")
 
 
 def test_resolve_value_map():
@@ -193,12 +222,13 @@ def test_edit_stage_never_remaps_the_photographers_values(server, tmp_path, monk
     vm = presets()["monetgpt-7b"].value_map
     photo = tmp_path / "photo.png"
     Image.fromarray(np.full((40, 60, 3), 90, np.uint8)).save(photo)
-    plan_to_sidecar(photo, get_planner("openai", model="monetgpt-7b", backoff=0.01))
+    first = plan_to_sidecar(photo, get_planner("openai", model="monetgpt-7b", backoff=0.01)).plan
+    assert first.stages["lighting"].adjustments == vm.map_values({"Exposure": 40, "Contrast": -60})
     edit_stage(photo, "lighting", set_values={"Exposure": 12.0})
     plan = read_sidecar(photo)[0]
     light = plan.stages["lighting"]
     assert light.adjustments["Exposure"] == 12.0  # as typed, not through the map
-    assert light.adjustments["Contrast"] == vm.map_value("Contrast", -60)
+    assert light.adjustments["Contrast"] == first.stages["lighting"].adjustments["Contrast"]  # kept as rendered
     assert light.model_adjustments == {"Contrast": -60}  # the model said nothing behind Exposure 12
     color = plan.stages["color"]  # re-planned, through the map as the plan was made
     assert color.model_adjustments == {"Temperature": -30, "Saturation": 20}

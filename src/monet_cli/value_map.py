@@ -17,7 +17,10 @@ Presets without a map render the model's values unchanged.
 Table rules (checked when the preset is read): at least two points, model values strictly
 increasing inside the operation's range, monet values inside its range and monotone (all
 non-decreasing or all non-increasing), and the point (0, 0) (no change stays no change).
-Between points the map is linear; beyond the ends it holds the end value.
+Between points the map is linear; beyond the ends it holds the end value. A row may also
+``adds:`` tables of the same kind to other operations of its stage, where the published
+operation does more than monet's of the same name; contributions to one operation are summed
+and clamped to its range.
 """
 
 from __future__ import annotations
@@ -35,18 +38,29 @@ from monet_cli.errors import UsageError
 from monet_cli.plan import Reasoning, StagePlan
 
 
+def _interp(points, v: float) -> float:
+    return float(np.interp(float(v), [p[0] for p in points], [p[1] for p in points]))
+
+
 @dataclass(frozen=True)
 class OpMap:
-    """One row of a value map: ``points`` ``((model, monet), …)`` sorted by model value."""
+    """One row of a value map: ``points`` ``((model, monet), …)`` sorted by model value, and
+    ``adds``: tables of the same kind for other operations of the stage that the model's
+    value of ``op`` also moves (``((target op, points), …)``), where the published operation
+    does more than monet's of the same name (published positive Blacks also raises Contrast
+    and Exposure)."""
 
     op: str
     points: tuple[tuple[float, float], ...]
     rule: str = ""  # the published rule this row reproduces, in words
+    adds: tuple[tuple[str, tuple[tuple[float, float], ...]], ...] = ()
 
     def __call__(self, v: float) -> float:
-        xs = [p[0] for p in self.points]
-        ys = [p[1] for p in self.points]
-        return float(np.interp(float(v), xs, ys))
+        return _interp(self.points, v)
+
+    def added(self, v: float) -> dict[str, float]:
+        """What the model's value ``v`` of ``op`` adds to the other operations."""
+        return {t: _interp(pts, v) for t, pts in self.adds}
 
 
 @dataclass(frozen=True)
@@ -64,7 +78,9 @@ class ValueMap:
     @property
     def ident(self) -> str:
         """``name@hash``: which map, recorded in the plans it made (``planner.value_map``)."""
-        canon = json.dumps([[m.op, [list(p) for p in m.points]] for m in self.ops], separators=(",", ":"))
+        canon = json.dumps([[m.op, [list(p) for p in m.points]] + ([[t, [list(p) for p in pts]] for t, pts in m.adds]
+                                                                  if m.adds else []) for m in self.ops],
+                           separators=(",", ":"))
         return f"{self.name}@{hashlib.sha256(canon.encode()).hexdigest()[:12]}"
 
     def map_value(self, op: str, v: float) -> float:
@@ -78,10 +94,21 @@ class ValueMap:
         return round(out, 1) + 0.0
 
     def map_values(self, values: dict[str, float]) -> dict[str, float]:
-        """``{op: model value}`` → ``{op: monet value}``; values that map to 0 are dropped."""
-        out: dict[str, float] = {}
+        """``{op: model value}`` → ``{op: monet value}``: each value through its row, plus what
+        the rows' ``adds`` contribute to other operations, summed, clamped to each range and
+        rounded to 0.1; values that come to 0 are dropped."""
+        rows = self.by_op
+        total: dict[str, float] = {}
         for op, v in values.items():
-            m = self.map_value(op, v)
+            row = rows.get(op)
+            total[op] = total.get(op, 0.0) + (row(v) if row is not None else float(v))
+            if row is not None:
+                for t, add in row.added(v).items():
+                    total[t] = total.get(t, 0.0) + add
+        ops = catalog().ops
+        out: dict[str, float] = {}
+        for op, m in total.items():
+            m = round(min(max(m, ops[op].min), ops[op].max), 1) + 0.0
             if m != 0.0:
                 out[op] = int(m) if float(m).is_integer() else m
         return out
@@ -132,6 +159,33 @@ def _number(v, what: str) -> float:
     return float(v)
 
 
+def _table(points, w: str, source, target) -> tuple[tuple[float, float], ...]:
+    """A ``[[model, monet], …]`` list checked (module docstring): model values in ``source``'s
+    range, strictly increasing; monet values in ``target``'s range, monotone; (0, 0) in it."""
+    if not isinstance(points, list):
+        raise ValueError(f"{w}: expected a list of [model, monet]")
+    pts = []
+    for i, p in enumerate(points):
+        if not isinstance(p, (list, tuple)) or len(p) != 2:
+            raise ValueError(f"{w}.points[{i}]: expected [model, monet]")
+        pts.append((_number(p[0], f"{w}.points[{i}]"), _number(p[1], f"{w}.points[{i}]")))
+    if len(pts) < 2:
+        raise ValueError(f"{w}: needs at least two points")
+    for a, b in pts:
+        if not (source.min <= a <= source.max and target.min <= b <= target.max):
+            raise ValueError(f"{w}: point [{a:g}, {b:g}] is outside [{source.min:g}, {source.max:g}] × "
+                             f"[{target.min:g}, {target.max:g}]")
+    xs = [a for a, _ in pts]
+    if any(b <= a for a, b in zip(xs, xs[1:])):
+        raise ValueError(f"{w}: model values must be strictly increasing")
+    dy = [b[1] - a[1] for a, b in zip(pts, pts[1:])]
+    if any(d < 0 for d in dy) and any(d > 0 for d in dy):
+        raise ValueError(f"{w}: the map must be monotone (it goes up and down)")
+    if (0.0, 0.0) not in pts:
+        raise ValueError(f"{w}: must contain the point [0, 0] (no change stays no change)")
+    return tuple(pts)
+
+
 def parse_value_map(raw, name: str) -> ValueMap:
     """A preset's ``value_map:`` block, checked (module docstring); raises ValueError naming
     the row at fault."""
@@ -145,27 +199,21 @@ def parse_value_map(raw, name: str) -> ValueMap:
             raise ValueError(f"{w}: unknown operation")
         if not isinstance(row, dict) or not isinstance(row.get("points"), list):
             raise ValueError(f"{w}: expected an object with points: [[model, monet], …]")
-        pts = []
-        for i, p in enumerate(row["points"]):
-            if not isinstance(p, (list, tuple)) or len(p) != 2:
-                raise ValueError(f"{w}.points[{i}]: expected [model, monet]")
-            pts.append((_number(p[0], f"{w}.points[{i}]"), _number(p[1], f"{w}.points[{i}]")))
-        if len(pts) < 2:
-            raise ValueError(f"{w}: needs at least two points")
-        lo, hi = ops[op].min, ops[op].max
-        for a, b in pts:
-            if not (lo <= a <= hi and lo <= b <= hi):
-                raise ValueError(f"{w}: point [{a:g}, {b:g}] is outside [{lo:g}, {hi:g}]")
-        xs = [a for a, _ in pts]
-        if any(b <= a for a, b in zip(xs, xs[1:])):
-            raise ValueError(f"{w}: model values must be strictly increasing")
-        dy = [b[1] - a[1] for a, b in zip(pts, pts[1:])]
-        if any(d < 0 for d in dy) and any(d > 0 for d in dy):
-            raise ValueError(f"{w}: the map must be monotone (it goes up and down)")
-        if (0.0, 0.0) not in pts:
-            raise ValueError(f"{w}: must contain the point [0, 0] (no change stays no change)")
+        pts = _table(row["points"], w, ops[op], ops[op])
+        adds = []
+        extra = row.get("adds") or {}
+        if not isinstance(extra, dict):
+            raise ValueError(f"{w}.adds: expected an object {{operation: [[model, added], …]}}")
+        for t, tpts in extra.items():
+            if t not in ops or t == op:
+                raise ValueError(f"{w}.adds.{t}: " + ("unknown operation" if t not in ops else "adds to itself"))
+            if ops[t].stage != ops[op].stage:
+                raise ValueError(f"{w}.adds.{t}: belongs to stage {ops[t].stage!r}, not {ops[op].stage!r}")
+            if not isinstance(tpts, list):
+                raise ValueError(f"{w}.adds.{t}: expected [[model, added], …]")
+            adds.append((t, _table(tpts, f"{w}.adds.{t}", ops[op], ops[t])))
         rule = row.get("rule", "")
-        rows.append(OpMap(op=op, points=tuple(pts), rule=" ".join(str(rule).split())))
+        rows.append(OpMap(op=op, points=pts, rule=" ".join(str(rule).split()), adds=tuple(adds)))
     return ValueMap(name=name, ops=tuple(rows), source=" ".join(str(raw.get("source", "")).split()))
 
 

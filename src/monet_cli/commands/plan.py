@@ -57,6 +57,8 @@ def print_plan(plan, con, *, title: str | None = None) -> None:
             for name, v in sp.adjustments.items():
                 said = model.get(name)
                 note = f"  (model {said:+g})" if said is not None and said != v else ""
+                if model and said is None:
+                    note = "  (added by the value map)"
                 t.add_row(f"    {name}", f"{v:+g}", intensity_word(v) + note)
             for name, said in model.items():
                 if name not in sp.adjustments:
