@@ -318,3 +318,27 @@ def test_fitting_recovers_a_known_map():
     assert np.allclose(best, [0.6 * v + 5 for v in grid], atol=0.5)
     table = dict((a, b) for a, b in monotone_points(grid, best))
     assert table[0] == 0 and abs(table[60] - 41) <= 0.5
+
+
+def test_apply_renders_a_published_flat_plan_through_the_map(tmp_path, capsys):
+    from PIL import Image
+
+    from monet_cli.cli import main
+
+    vm = presets()["monetgpt-7b"].value_map
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.full((24, 32, 3), 90, np.uint8)).save(photo)
+    flat = tmp_path / "their_output.json"  # what the published MonetGPT code writes
+    flat.write_text(json.dumps({"Exposure": 15, "Contrast": 20, "HueAdjustmentBlue": 30}))
+    assert run(main, "apply", photo, flat, "-o", tmp_path / "mapped.png", "--value-map", "monetgpt-7b", "--json") == 0
+    mapped = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert mapped["adjustments"] == vm.map_values({"Exposure": 15, "Contrast": 20, "HueAdjustmentBlue": 30})
+    assert "HueAdjustmentBlue" not in mapped["adjustments"]
+    assert run(main, "apply", photo, flat, "-o", tmp_path / "as-said.png", "--json") == 0
+    said = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert said["adjustments"] == {"Exposure": 15, "Contrast": 20, "HueAdjustmentBlue": 30}
+    a = np.asarray(Image.open(tmp_path / "mapped.png"), float)
+    b = np.asarray(Image.open(tmp_path / "as-said.png"), float)
+    assert a.mean() > b.mean() + 2  # published Exposure +15 is brighter than monet's +15
+    assert run(main, "apply", photo, "--value-map", "monetgpt-7b", "-o", tmp_path / "x.png") == 2
+    assert "applies to a plan file" in capsys.readouterr().err

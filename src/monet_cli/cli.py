@@ -110,6 +110,9 @@ def apply_cmd(
     sidecar_dir: Optional[Path] = typer.Option(None, "--sidecar-dir", help="Where the sidecars live."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Photos rendered at once (each render already uses all cores)."),
+    value_map: Optional[str] = typer.Option(None, "--value-map", help="With a plan file: take its values as this "
+                                            "model preset's (e.g. monetgpt-7b for the flat dict the published "
+                                            "MonetGPT code writes) and render them through its value map."),
     as_json: bool = typer.Option(False, "--json", help="One JSON line per photo on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors and the final summary."),
 ):
@@ -123,6 +126,7 @@ def apply_cmd(
       monet apply photo.tif plan.json            # photo.monet.tif, 16-bit
       monet apply IMG_0042.CR2 plan.json -o out.jpg --colorspace srgb
       monet apply shoot/ --recursive --out-dir renders/ --format jpg --json
+      monet apply photo.tif their_output.json --value-map monetgpt-7b
     """
     from monet_cli.apply import apply_photo
     from monet_cli.batch import print_summary, resolve_inputs, run_batch
@@ -133,6 +137,15 @@ def apply_cmd(
     if plan_file is None and len(args) >= 2 and args[-1].lower().endswith(".json"):
         plan_file = Path(args.pop())
     plan = load_plan(plan_file) if plan_file is not None else None
+    if value_map is not None:
+        from monet_cli.value_map import map_plan, resolve_value_map
+
+        if plan is None:
+            raise UsageError("--value-map applies to a plan file (--plan or PLAN.json); a sidecar made by a model "
+                             "records its own mapped values")
+        vm = resolve_value_map(value_map)
+        if vm is not None:
+            plan = map_plan(plan, vm)
     photos, missing, single = resolve_inputs(args, recursive=recursive)
     if output is not None and not single:
         raise UsageError("-o names one output file; for several photos use --out-dir")

@@ -153,6 +153,17 @@ def resolve_value_map(spec: str | None, preset=None) -> ValueMap | None:
     return found.value_map
 
 
+def map_plan(plan, vm: ValueMap):
+    """A copy of ``plan`` whose values are taken as the model's and mapped, stage by stage
+    (``monet apply PLAN.json --value-map NAME``: the flat dict the published MonetGPT code
+    writes); stages already mapped are kept as they are."""
+    out = copy.deepcopy(plan)
+    for s, sp in out.stages.items():
+        out.stages[s] = vm.apply(sp)
+    out.planner.value_map = vm.ident
+    return out
+
+
 def _number(v, what: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
         raise ValueError(f"{what}: expected a finite number, got {v!r}")
