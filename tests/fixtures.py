@@ -230,7 +230,8 @@ def _rationals(values, den: int = 1_000_000) -> list[int]:
 
 
 def make_dng(path, rgb_linear: np.ndarray, *, black: int = 512, white: int = 16383,
-             as_shot_neutral=(0.5, 1.0, 0.8), color_matrix1=None, orientation: int = 1) -> Path:
+             as_shot_neutral=(0.5, 1.0, 0.8), color_matrix1=None, orientation: int = 1,
+             extra_tags=()) -> Path:
     """A Bayer RGGB DNG (uncompressed, 16-bit CFA in IFD0) that rawpy/LibRaw decodes.
 
     Parameters
@@ -248,6 +249,8 @@ def make_dng(path, rgb_linear: np.ndarray, *, black: int = 512, white: int = 163
         XYZ → camera (ColorMatrix1, CalibrationIlluminant1 = 21, D65). Default inv(sRGB→XYZ).
     orientation
         TIFF/EXIF orientation 1–8 (LibRaw applies it).
+    extra_tags
+        More tifffile ``extratags`` for IFD0 (TIFF/EP keeps exposure settings there).
     """
     import tifffile
 
@@ -278,7 +281,7 @@ def make_dng(path, rgb_linear: np.ndarray, *, black: int = 512, white: int = 163
         (50778, "H", 1, 21, True),                         # CalibrationIlluminant1 = D65
         (50728, "2I", 3, _rationals(as_shot_neutral), True),  # AsShotNeutral (RATIONAL)
     ]
-    tifffile.imwrite(path, mosaic, photometric=32803, metadata=None, extratags=extratags)
+    tifffile.imwrite(path, mosaic, photometric=32803, metadata=None, extratags=extratags + list(extra_tags))
     return Path(path)
 
 

@@ -34,11 +34,13 @@ class ApplyResult:
     colorspace: str
     adjustments: dict
     seconds: dict = field(default_factory=dict)
+    metadata: dict | None = None  # what was carried (monet_cli.metadata.OutputMetadata.to_dict); None: --no-metadata
 
     def to_dict(self) -> dict:
         return {"source": str(self.source), "output": str(self.output), "width": self.width,
                 "height": self.height, "bit_depth": self.bit_depth, "colorspace": self.colorspace,
-                "adjustments": self.adjustments, "seconds": {k: round(v, 4) for k, v in self.seconds.items()}}
+                "adjustments": self.adjustments, "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
+                "metadata": self.metadata}
 
 
 def default_output_path(photo, out_dir=None, fmt: str | None = None) -> Path:
@@ -97,8 +99,12 @@ def check_output(photo: Path, out: Path, overwrite: bool) -> None:
 
 
 def apply_plan(photo, plan: Plan, out=None, *, overwrite: bool = False, colorspace: str | None = None,
-               depth: int | None = None) -> ApplyResult:
-    """Render ``plan`` onto ``photo`` and write it to ``out`` (default :func:`default_output_path`)."""
+               depth: int | None = None, metadata: bool = True, strip_gps: bool = False) -> ApplyResult:
+    """Render ``plan`` onto ``photo`` and write it to ``out`` (default :func:`default_output_path`).
+
+    ``metadata``: carry the photo's EXIF, GPS (unless ``strip_gps``), copyright and the plan as
+    XMP into the output (:mod:`monet_cli.metadata`); what could not be read or written is a
+    warning in the result's ``metadata``, never a failed render."""
     from monet_cli.images import read_image, write_image
     from monet_cli.render import render_image
 
@@ -112,16 +118,25 @@ def apply_plan(photo, plan: Plan, out=None, *, overwrite: bool = False, colorspa
     adjustments = plan.adjustments
     result = render_image(image, adjustments, colorspace=space, dtype=dtype)
     t2 = time.perf_counter()
-    write_image(out, result, overwrite=overwrite)
+    om = None
+    if metadata:
+        from monet_cli.metadata import output_metadata, plan_xmp, read_metadata
+
+        h, w = result.pixels.shape[:2]
+        om = output_metadata(read_metadata(photo), width=w, height=h, colorspace=space.name, strip_gps=strip_gps,
+                             xmp=plan_xmp(adjustments, photo.name))
+    write_image(out, result, overwrite=overwrite, metadata=om)
     t3 = time.perf_counter()
     return ApplyResult(source=photo, output=out, width=image.width, height=image.height,
                        bit_depth=result.bit_depth, colorspace=space.name, adjustments=adjustments,
-                       seconds={"read": t1 - t0, "render": t2 - t1, "write": t3 - t2, "total": t3 - t0})
+                       seconds={"read": t1 - t0, "render": t2 - t1, "write": t3 - t2, "total": t3 - t0},
+                       metadata=om.to_dict() if om is not None else None)
 
 
 def apply_photo(photo, *, plan: Plan | None = None, out=None, out_dir=None, fmt: str | None = None,
                 overwrite: bool = False, skip_existing: bool = True, colorspace: str | None = None,
-                depth: int | None = None, sidecar_dir=None, check_source: bool = True) -> ApplyResult:
+                depth: int | None = None, sidecar_dir=None, check_source: bool = True, metadata: bool = True,
+                strip_gps: bool = False) -> ApplyResult:
     """One photo of ``monet apply``: find its plan (``plan`` or its sidecar), render, write.
 
     An existing output is skipped (:class:`~monet_cli.batch.Skip`) when ``skip_existing``,
@@ -139,4 +154,5 @@ def apply_photo(photo, *, plan: Plan | None = None, out=None, out_dir=None, fmt:
         plan, _ = read_sidecar(photo, sidecar_dir, check_source=check_source)
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-    return apply_plan(photo, plan, target, overwrite=overwrite, colorspace=colorspace, depth=depth)
+    return apply_plan(photo, plan, target, overwrite=overwrite, colorspace=colorspace, depth=depth,
+                      metadata=metadata, strip_gps=strip_gps)

@@ -113,12 +113,17 @@ def apply_cmd(
     value_map: Optional[str] = typer.Option(None, "--value-map", help="With a plan file: take its values as this "
                                             "model preset's (e.g. monetgpt-7b for the flat dict the published "
                                             "MonetGPT code writes) and render them through its value map."),
+    no_metadata: bool = typer.Option(False, "--no-metadata", help="Write no EXIF, GPS or XMP into the outputs "
+                                                                   "(by default the photo's camera, lens, exposure, "
+                                                                   "capture time, GPS, artist and copyright are "
+                                                                   "carried, and the plan is added as XMP)."),
+    strip_gps: bool = typer.Option(False, "--strip-gps", help="Carry the metadata but leave out the GPS position."),
     as_json: bool = typer.Option(False, "--json", help="One JSON line per photo on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors and the final summary."),
 ):
     """Render plans onto photos at full resolution and bit depth.
 
-    The plan is a monet plan (sidecar) or the flat {"Exposure": 15, ...} dict that the published MonetGPT emits. Inputs are never modified; outputs are written atomically. In a batch, photos whose output already exists are skipped (rerun after an interrupt to finish); a single photo with an explicit -o that exists is an error. Both unless --force. Exit 0 when all are done, 1 when some failed, 2 for usage errors, 130 when interrupted.
+    The plan is a monet plan (sidecar) or the flat {"Exposure": 15, ...} dict that the published MonetGPT emits. Inputs are never modified; outputs are written atomically. The photo's EXIF (camera, lens, exposure, capture time, GPS, artist, copyright) is carried into every output with Orientation 1, and the plan is added as XMP (--no-metadata, --strip-gps); unreadable metadata is a warning, never a failed render. In a batch, photos whose output already exists are skipped (rerun after an interrupt to finish); a single photo with an explicit -o that exists is an error. Both unless --force. Exit 0 when all are done, 1 when some failed, 2 for usage errors, 130 when interrupted.
 
     [b]Examples[/b]
 
@@ -127,6 +132,7 @@ def apply_cmd(
       monet apply IMG_0042.CR2 plan.json -o out.jpg --colorspace srgb
       monet apply shoot/ --recursive --out-dir renders/ --format jpg --json
       monet apply photo.tif their_output.json --value-map monetgpt-7b
+      monet apply shoot/ --out-dir public/ --format jpg --strip-gps
     """
     from monet_cli.apply import apply_photo
     from monet_cli.batch import print_summary, resolve_inputs, run_batch
@@ -156,7 +162,11 @@ def apply_cmd(
     def job(photo: Path):
         r = apply_photo(photo, plan=plan, out=output, out_dir=out_dir, fmt=fmt, overwrite=force,
                         skip_existing=not (single and output is not None), colorspace=colorspace, depth=depth,
-                        sidecar_dir=sidecar_dir, check_source=not force)
+                        sidecar_dir=sidecar_dir, check_source=not force, metadata=not no_metadata,
+                        strip_gps=strip_gps)
+        for w in (r.metadata or {}).get("warnings", []):
+            if not as_json:
+                _console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(w)}")
         return r.to_dict()
 
     summary = run_batch(photos, job, jobs=jobs, verb="rendering", quiet=quiet, as_json=as_json,

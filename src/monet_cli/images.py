@@ -696,7 +696,7 @@ def same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def write_image(path, image: Image, *, overwrite: bool = False, quality: int = 95) -> Path:
+def write_image(path, image: Image, *, overwrite: bool = False, quality: int = 95, metadata=None) -> Path:
     """Write ``image`` to ``path`` as TIFF, JPEG or PNG (by suffix), with its ICC profile, atomically.
 
     Parameters
@@ -710,6 +710,9 @@ def write_image(path, image: Image, *, overwrite: bool = False, quality: int = 9
         overwritten.
     quality
         JPEG quality 1–100 (95 by default); 4:4:4 chroma for 90 and above, else 4:2:0.
+    metadata
+        A :class:`monet_cli.metadata.OutputMetadata` (EXIF, GPS, XMP) to write into the file;
+        a block that cannot be written is a warning in its ``warnings``, not a failed write.
 
     Returns
     -------
@@ -724,7 +727,9 @@ def write_image(path, image: Image, *, overwrite: bool = False, quality: int = 9
       ``round(clip(x, 0, 1)·255)``.
     - PNG: uint8 through Pillow; uint16 through :mod:`monet_cli.png16`; float as 16-bit,
       ``round(clip(x, 0, 1)·65535)``. zlib level 6.
-    - EXIF and other metadata of the source are not copied.
+    - Metadata only as ``metadata`` gives it (:mod:`monet_cli.metadata`): EXIF in JPEG's APP1,
+      PNG's ``eXIf`` and TIFF's IFD0 with Exif and GPS IFDs; the XMP packet in APP1, ``iTXt``
+      or tag 700.
 
     Raises
     ------
@@ -754,27 +759,50 @@ def write_image(path, image: Image, *, overwrite: bool = False, quality: int = 9
 
             tifffile.imwrite(tmp, px, photometric="rgb", planarconfig="contig", compression=None,
                              iccprofile=icc, metadata=None, software="monet")
+            if metadata is not None:
+                from monet_cli.metadata import add_to_tiff
+
+                try:
+                    add_to_tiff(tmp, metadata)
+                except (ValueError, struct.error, TypeError) as e:
+                    metadata.warnings.append(f"the metadata could not be written into the TIFF ({e})")
     elif fmt == "jpeg":
         u8 = _to_uint8(px)
 
         def write(tmp: Path) -> None:
             from PIL import Image as PILImage
 
+            extra = {} if metadata is None else {"exif": metadata.exif_bytes(), **(
+                {"xmp": metadata.xmp} if metadata.xmp is not None else {})}
             PILImage.fromarray(u8).save(tmp, format="JPEG", quality=quality,
-                                               subsampling=0 if quality >= 90 else 2, icc_profile=icc)
+                                        subsampling=0 if quality >= 90 else 2, icc_profile=icc, **extra)
     else:
         if px.dtype == np.uint8:
             def write(tmp: Path) -> None:
                 from PIL import Image as PILImage
 
-                PILImage.fromarray(px).save(tmp, format="PNG", compress_level=6, icc_profile=icc)
+                extra = {}
+                if metadata is not None:
+                    from PIL.PngImagePlugin import PngInfo
+
+                    extra["exif"] = metadata.exif_bytes()
+                    if metadata.xmp is not None:
+                        info = PngInfo()
+                        info.add_itxt("XML:com.adobe.xmp", metadata.xmp.decode("utf-8"))
+                        extra["pnginfo"] = info
+                PILImage.fromarray(px).save(tmp, format="PNG", compress_level=6, icc_profile=icc, **extra)
         else:
             u16 = px if px.dtype == np.uint16 else _float_to_int(px, 65535, np.uint16)
 
             def write(tmp: Path) -> None:
                 from monet_cli import png16
 
-                png16.write_png(tmp, u16, icc_profile=icc, level=6)
+                chunks = []
+                if metadata is not None:
+                    from monet_cli.metadata import png_chunks
+
+                    chunks = png_chunks(metadata)
+                png16.write_png(tmp, u16, icc_profile=icc, level=6, chunks=chunks)
 
     def guarded(tmp: Path) -> None:
         try:

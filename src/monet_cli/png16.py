@@ -341,13 +341,14 @@ def _deflate(blocks, level: int, workers: int):
 
 
 def write_png(path, pixels: np.ndarray, *, icc_profile: bytes | None = None, level: int = 6,
-              workers: int | None = None) -> None:
+              workers: int | None = None, chunks: list[tuple[bytes, bytes]] = ()) -> None:
     """Write ``pixels`` (H, W, 3) uint8 or uint16 as an RGB PNG of the same bit depth.
 
     Rows use filter type Up (2) and zlib ``level``; blocks of about 4 MiB are compressed on
     ``workers`` threads (default: the CPU count, at most 8) and streamed to the file, so
     memory stays at a few blocks. ``icc_profile`` is embedded as an ``iCCP`` chunk named
-    "ICC profile".
+    "ICC profile". ``chunks``: more ``(type, body)`` chunks written before the image data
+    (``eXIf``, ``iTXt``: monet_cli.metadata.png_chunks).
     """
     px = np.asarray(pixels)
     if px.ndim != 3 or px.shape[2] != 3 or px.dtype not in (np.uint8, np.uint16):
@@ -361,6 +362,8 @@ def write_png(path, pixels: np.ndarray, *, icc_profile: bytes | None = None, lev
         f.write(_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, 2, 0, 0, 0)))
         if icc_profile:
             f.write(_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc_profile, 9)))
+        for typ, body in chunks:
+            f.write(_chunk(typ, body))
         pending = bytearray()
         block_rows = max(1, _BLOCK_BYTES // (stride + 1))
         for piece in _deflate(_filtered_blocks(px, stride, block_rows), level, workers):

@@ -762,18 +762,19 @@ def _recorded_as_shot(s: XmpSettings) -> AsShot | None:
 # ============================================================================ building packets
 
 
-def _description(crs: dict[str, str], exact: dict[str, float], as_shot: AsShot | None, *,
+def _description(crs: dict[str, str] | None, exact: dict[str, float], as_shot: AsShot | None, *,
                  raw_name: str | None, source_name: str | None) -> ET.Element:
     d = ET.Element(f"{{{RDF_NS}}}Description", {f"{{{RDF_NS}}}about": ""})
     a = d.attrib
     a[f"{{{XMP_NS}}}MetadataDate"] = _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
-    a[f"{{{CRS_NS}}}Version"] = PROCESS_VERSION  # the Camera Raw version that introduced it
-    a[f"{{{CRS_NS}}}ProcessVersion"] = PROCESS_VERSION
-    for k, v in crs.items():
-        a[f"{{{CRS_NS}}}{k}"] = v
-    if raw_name:
-        a[f"{{{CRS_NS}}}RawFileName"] = raw_name
-    a[f"{{{CRS_NS}}}HasSettings"] = "True"
+    if crs is not None:
+        a[f"{{{CRS_NS}}}Version"] = PROCESS_VERSION  # the Camera Raw version that introduced it
+        a[f"{{{CRS_NS}}}ProcessVersion"] = PROCESS_VERSION
+        for k, v in crs.items():
+            a[f"{{{CRS_NS}}}{k}"] = v
+        if raw_name:
+            a[f"{{{CRS_NS}}}RawFileName"] = raw_name
+        a[f"{{{CRS_NS}}}HasSettings"] = "True"
     a[f"{{{MONET_NS}}}PlanVersion"] = "1"
     a[f"{{{MONET_NS}}}Generator"] = f"monet {__version__}"
     if source_name:
@@ -789,15 +790,18 @@ def _description(crs: dict[str, str], exact: dict[str, float], as_shot: AsShot |
 
 
 def build_xmp(adjustments: dict, *, raw: bool, as_shot: AsShot | None = None, raw_name: str | None = None,
-              source_name: str | None = None, packet: bool = False, existing: bytes | None = None) -> bytes:
+              source_name: str | None = None, packet: bool = False, existing: bytes | None = None,
+              develop: bool = True) -> bytes:
     """An XMP document (UTF-8 bytes) holding ``adjustments`` as Camera Raw settings.
 
     ``packet`` wraps it in ``<?xpacket?>`` with padding (for embedding). ``existing`` is a
     packet already in the file: its other metadata (title, keywords, rating, camera data…)
-    is kept and its ``crs:`` / ``monet:`` properties are replaced by ours.
+    is kept and its ``crs:`` / ``monet:`` properties are replaced by ours. ``develop=False``
+    writes only monet's own record (``monet:``), no ``crs:`` settings: for a file monet has
+    already rendered, which Lightroom would otherwise develop a second time.
     """
     values = validate_values(dict(adjustments), "plan")
-    crs = plan_to_crs(values, raw=raw, as_shot=as_shot)
+    crs = plan_to_crs(values, raw=raw, as_shot=as_shot) if develop else None
     desc = _description(crs, values, (as_shot or DEFAULT_AS_SHOT) if raw else None, raw_name=raw_name,
                         source_name=source_name)
     prefixes = dict(PREFIXES)
