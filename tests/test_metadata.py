@@ -149,6 +149,17 @@ def test_dng_exif_written_by_tifffile_reaches_the_tiff(tmp_path):
     assert "BlackLevel" not in " ".join(tags) and "CFAPattern" not in " ".join(tags)  # raw structure not carried
 
 
+def test_photos_without_exif_give_no_warning(tmp_path):
+    px = (fx.astronaut(16) * 255).astype(np.uint8)
+    for src in (fx.make_tiff(tmp_path / "plain.tif", fx.to16(fx.astronaut(16))), fx.make_jpeg(tmp_path / "plain.jpg", px),
+                fx.make_png(tmp_path / "plain.png", px)):
+        m = read_metadata(src)
+        assert m.warnings == [] and m.empty, src.name
+        out, r = render(tmp_path, src, "tif")
+        assert r.metadata["warnings"] == [] and r.metadata["carried"] == [], src.name
+        assert tags_of(out)["Image Software"] == f"monet {__version__}"  # monet's own tags still written
+
+
 def test_png_exif_input(tmp_path):
     src = tmp_path / "in.png"
     Image.fromarray((fx.astronaut(16) * 255).astype(np.uint8)).save(src, exif=camera_exif(orientation=1).tobytes())

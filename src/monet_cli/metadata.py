@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import struct
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -127,6 +128,9 @@ def _from_exifread(tags: dict, meta: Metadata) -> None:
             meta.gps[tid] = v
 
 
+_NO_EXIF = re.compile(r"(does not have|no) exif", re.IGNORECASE)
+
+
 class _Problems(logging.Handler):
     """ExifRead's own warnings and errors while it reads one file (it reads leniently)."""
 
@@ -135,7 +139,9 @@ class _Problems(logging.Handler):
         self.messages: list[str] = []
 
     def emit(self, record):
-        self.messages.append(record.getMessage())
+        msg = record.getMessage()
+        if not _NO_EXIF.search(msg):  # "PNG file does not have exif data.": nothing there, nothing wrong
+            self.messages.append(msg)
 
 
 _MARKERS = (b"Exif\x00\x00", b"eXIf")
@@ -176,7 +182,9 @@ def _exifread(data: bytes | None, f, where: str, meta: Metadata) -> None:
             head = src.read(1 << 16)
         else:
             head = data[: 1 << 16]
-        exif_tags = [k for k in tags if k.split(" ", 1)[0] in ("Image", "EXIF", "GPS")]
+        # an Exif or GPS IFD was found but gave nothing, or an EXIF block is there unparsed (a plain
+        # TIFF's IFD0 holds only the image structure: no warning for it)
+        exif_tags = [k for k in tags if k.split(" ", 1)[0] in ("EXIF", "GPS")]
         if exif_tags or any(m in head for m in _MARKERS):
             meta.warnings.append(f"{where}: the file has an EXIF block but nothing in it could be read; "
                                  f"no metadata carried")
