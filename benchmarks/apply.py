@@ -5,7 +5,15 @@ a fresh `monet apply` process), and the peak resident memory of that process. Wh
 `darktable-cli` or `rawtherapee-cli` are on PATH, their time on the same file is measured in
 the same run (their default processing, written as 16-bit TIFF).
 
-    python benchmarks/apply.py [--width 6000 --height 4000] [--repeat 3] [--json]
+Then where a whole `monet apply` process spends its time (``--breakdown``, on by default):
+interpreter start (``python -c pass``), the CLI's imports, the apply path's imports (the
+slowest modules by ``-X importtime``), the numba import and the cached kernel load, and the
+in-process read, render and write (``monet apply --json``); and ``monet --help``. Then batch
+throughput (``--batch N``, default 20 copies of the photo in one folder): ``monet apply DIR
+--out-dir`` with ``-j 1`` and ``-j 2`` (two photos in flight: one is read or written while the
+other renders), and ``darktable-cli DIR`` on the same folder, paired in the same run.
+
+    python benchmarks/apply.py [--width 6000 --height 4000] [--repeat 3] [--batch 20] [--json]
 
 Targets on a 2-core machine: render <= 1.0 s, end to end <= 1.5 s, peak RSS <= 1.5 GB.
 """
@@ -63,12 +71,95 @@ def time_process(cmd: list[str], env=None) -> tuple[float, float, int]:
     return wall, usage.ru_maxrss / 1024.0, rc
 
 
+def _wall(cmd: list[str], repeat: int = 3) -> float:
+    """Best wall seconds of ``repeat`` runs of ``cmd``."""
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def _slowest_imports(cmd: list[str], n: int = 8) -> list[tuple[str, float]]:
+    """The top-level modules with the most cumulative import time in ``python -X importtime``."""
+    p = subprocess.run([sys.executable, "-X", "importtime", *cmd], capture_output=True, text=True, check=False)
+    top: dict[str, float] = {}
+    for line in p.stderr.splitlines():
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        parts = line.split("|")
+        try:
+            cum = int(parts[1])
+        except ValueError:
+            continue
+        name = parts[2]
+        if not name.startswith(" ") or name[1] != " ":  # a module imported at the top level
+            top[name.strip()] = top.get(name.strip(), 0) + cum / 1e6
+    return sorted(top.items(), key=lambda kv: -kv[1])[:n]
+
+
+def breakdown(src: Path, plan_path: Path, work: Path, monet: str) -> dict:
+    """Where one whole ``monet apply`` process spends its time (module docstring)."""
+    py = sys.executable
+    out = {"python_start_s": _wall([py, "-c", "pass"]),
+           "cli_imports_s": _wall([py, "-c", "import monet_cli.cli"]) - _wall([py, "-c", "pass"]),
+           "help_s": _wall([monet, "--help"]),
+           "numba_import_s": _wall([py, "-c", "import numba"]) - _wall([py, "-c", "pass"])}
+    kernel = ("import time, numpy as np\n"
+              "from monet_cli import colorspaces as cs\n"
+              "t = time.perf_counter(); from monet_cli import _kernel; t1 = time.perf_counter()\n"
+              "from monet_cli.render import render_pixels\n"
+              "px = np.zeros((4, 4, 3), np.uint16)\n"
+              "render_pixels(px, {'Exposure': 10}, cs.SRGB); t2 = time.perf_counter()\n"
+              "print(t1 - t, t2 - t1)")
+    p = subprocess.run([py, "-c", kernel], capture_output=True, text=True, check=True)
+    imp, load = (float(x) for x in p.stdout.split())
+    out["kernel_module_import_s"], out["kernel_load_s"] = imp, load
+    cmd = [monet, "apply", str(src), str(plan_path), "-o", str(work / "bd.tif"), "--force", "--json"]
+    t = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    out["process_s"] = time.perf_counter() - t
+    out["in_process"] = json.loads(p.stdout.strip().splitlines()[-1])["seconds"]
+    out["slowest_imports"] = _slowest_imports(["-m", "monet_cli", *cmd[1:]])
+    return out
+
+
+def batch(src: Path, plan_path: Path, work: Path, monet: str, n: int) -> dict:
+    """Photos per second over ``n`` copies of ``src`` in one folder: monet (-j 1, -j 2) and
+    darktable-cli on the same folder, in this run."""
+    folder = work / "batch"
+    folder.mkdir()
+    for i in range(n):
+        shutil.copyfile(src, folder / f"p{i:02d}.tif")
+    res = {"photos": n}
+    for jobs in (1, 2):
+        out = work / f"batch-out-j{jobs}"
+        wall, rss, rc = time_process([monet, "apply", str(folder), str(plan_path), "--out-dir", str(out),
+                                      "-j", str(jobs), "--quiet", "--force"])
+        res[f"monet_j{jobs}"] = {"seconds": round(wall, 2), "photos_per_s": round(n / wall, 3),
+                                 "peak_rss_mib": round(rss), "rc": rc}
+        shutil.rmtree(out, ignore_errors=True)
+    if shutil.which("darktable-cli"):
+        out = work / "batch-out-dt"
+        out.mkdir()
+        wall, rss, rc = time_process(["darktable-cli", str(folder), str(out), "--out-ext", "tif", "--core", "--configdir",
+                                      str(work / "dt-conf-batch"), "--conf", "plugins/imageio/format/tiff/bpp=16"])
+        made = len(list(out.glob("*.tif")))
+        res["darktable-cli"] = {"seconds": round(wall, 2), "photos_per_s": round(made / wall, 3) if made else 0.0,
+                                "written": made, "peak_rss_mib": round(rss), "rc": rc}
+    shutil.rmtree(folder, ignore_errors=True)
+    return res
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--width", type=int, default=6000)
     ap.add_argument("--height", type=int, default=4000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--batch", type=int, default=20, help="photos in the batch-throughput run (0: skip it)")
+    ap.add_argument("--no-breakdown", action="store_true", help="skip the whole-process breakdown")
     ap.add_argument("--make", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -126,6 +217,12 @@ def main() -> int:
                                     "-c", str(src)])
         peers["rawtherapee-cli"] = {"seconds": round(w, 3), "peak_rss_mib": round(rss), "rc": rc2}
 
+    extra = {}
+    if not args.no_breakdown:
+        extra["breakdown"] = breakdown(src, plan_path, work, monet)
+    if args.batch:
+        extra["batch"] = batch(src, plan_path, work, monet, args.batch)
+
     best = min(e2e, key=lambda s: s["total"])
     result = {
         "megapixels": round(mp, 1),
@@ -138,6 +235,7 @@ def main() -> int:
         "cli_peak_rss_mib": round(cli_rss),
         "cli_rc": rc,
         "peers": peers,
+        **extra,
     }
     shutil.rmtree(work, ignore_errors=True)
     if args.json:
@@ -153,6 +251,34 @@ def main() -> int:
         print(f"  {name:<25} {p['seconds']:.3f} s wall, peak RSS {p['peak_rss_mib']} MiB (rc {p['rc']})")
     if not peers:
         print("  (darktable-cli / rawtherapee-cli not installed: apt-get install darktable rawtherapee)")
+    for name, p in peers.items():
+        print(f"  monet / {name:<17} {result['cli_wall_s'] / p['seconds']:.2f} of its time (whole processes)")
+    b = result.get("breakdown")
+    if b:
+        ip = b["in_process"]
+        rest = b["process_s"] - ip["total"]
+        print("where one `monet apply` process spends its time (whole process "
+              f"{b['process_s']:.2f} s):")
+        print(f"  interpreter start         {b['python_start_s']:.3f} s")
+        print(f"  imports, start-up, exit   {rest - b['python_start_s']:.3f} s (CLI alone {b['cli_imports_s']:.3f} s)")
+        print(f"  read (decode)             {ip['read']:.3f} s")
+        print(f"  render                    {ip['render']:.3f} s, of which numba import ~{b['numba_import_s']:.3f} s "
+              f"and cached kernel load ~{b['kernel_load_s']:.3f} s")
+        print(f"  write (encode + metadata) {ip['write']:.3f} s")
+        print(f"  `monet --help`            {b['help_s']:.3f} s (target <= 0.2)")
+        print("  slowest top-level imports: " + ", ".join(f"{m} {t:.3f} s" for m, t in b["slowest_imports"]))
+    bt = result.get("batch")
+    if bt:
+        print(f"batch of {bt['photos']} photos in one folder (photos/s):")
+        for k in ("monet_j1", "monet_j2", "darktable-cli"):
+            if k in bt:
+                v = bt[k]
+                print(f"  {k:<25} {v['photos_per_s']:.3f}/s ({v['seconds']:.1f} s, peak RSS {v['peak_rss_mib']} MiB, "
+                      f"rc {v['rc']})")
+        if "darktable-cli" in bt and bt["darktable-cli"]["photos_per_s"]:
+            best_m = max(bt["monet_j1"]["photos_per_s"], bt["monet_j2"]["photos_per_s"])
+            print(f"  monet / darktable-cli     {best_m / bt['darktable-cli']['photos_per_s']:.1f}× its throughput "
+                  f"(target >= 4)")
     return 0
 
 
