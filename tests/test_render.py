@@ -315,3 +315,21 @@ def test_hsl_op_changes_its_band_far_more_than_others():
 def test_bad_adjustments_are_refused(bad, msg):
     with pytest.raises(PlanError, match=msg):
         render_linear(photo_like(4, 4), bad)
+
+
+def test_kernel_import_skips_numbas_blas_probe_and_leaves_scipy_usable():
+    """Loading the kernel in a fresh single-threaded process does not import scipy.linalg for
+    numba's BLAS probe (a start-up cost of `monet apply`), and SciPy works as usual after it."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("scipy")
+    code = ("import sys\n"
+            "from monet_cli import _kernel\n"
+            "import numba.np.arraymath as a\n"
+            "probed = 'scipy.linalg' in sys.modules\n"
+            "import scipy.linalg\n"
+            "assert abs(scipy.linalg.inv([[2.0]])[0][0] - 0.5) < 1e-12\n"
+            "print(probed, a._HAVE_BLAS)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]

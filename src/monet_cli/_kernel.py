@@ -9,12 +9,37 @@ One pass reads each pixel, decodes it, runs the three stages and encodes the res
 from __future__ import annotations
 
 import math
+import sys
+import threading
 
 import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
+
+
+def _skip_blas_probe() -> None:
+    """Load ``numba.np.arraymath`` now, without its BLAS probe. numba loads that module on the
+    first compile or cache load, and it then imports ``scipy.linalg`` where SciPy is installed
+    (about 0.1 s here) to offer ``np.dot`` and friends in jitted code, which this kernel never
+    uses. The probe is answered "absent" only while that one module loads, and only while this
+    is the process's only thread (another thread's import of SciPy must never see the answer);
+    SciPy stays importable as usual afterwards."""
+    name = "scipy.linalg"
+    if name in sys.modules or "numba.np.arraymath" in sys.modules or threading.active_count() != 1:
+        return
+    sys.modules[name] = None  # ``import scipy.linalg…`` raises ImportError: numba notes "no BLAS"
+    try:
+        import numba.np.arraymath  # noqa: F401
+    except ImportError:
+        pass
+    finally:
+        if name in sys.modules and sys.modules[name] is None:
+            del sys.modules[name]
+
+
+_skip_blas_probe()
 
 # Tables on luminance and on output values are indexed by the bits of the float32 value:
 # exponent and the top 8 mantissa bits pick the entry, the other 15 bits interpolate. That is

@@ -169,6 +169,7 @@ def apply_cmd(
                 _console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(w)}")
         return r.to_dict()
 
+    import monet_cli._kernel  # noqa: F401 - loaded here, in the main thread, before the batch's workers start
     summary = run_batch(photos, job, jobs=jobs, verb="rendering", quiet=quiet, as_json=as_json,
                         console=con, missing=missing, output_dirs=[d for d in (out_dir, sidecar_dir) if d],
                         silent=single and not as_json)
