@@ -2,4 +2,4 @@
 commands; heavy imports stay inside the command functions so ``monet --help`` stays fast.
 ``cli.py`` imports the modules listed in ``MODULES``."""
 
-MODULES = ("plan", "xmp", "models", "evaluate", "puzzles", "train")
+MODULES = ("plan", "xmp", "models", "evaluate", "puzzles", "train", "review")
