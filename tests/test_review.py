@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from monet_cli.plan import Plan, load_plan, save_plan, sidecar_path
+from monet_cli.plan import Plan, Reasoning, load_plan, save_plan, sidecar_path
 from monet_cli.review import make_server, write_static
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +32,10 @@ def photos(tmp_path):
     for name, px in (("a.jpg", fx.astronaut(2)), ("b.jpg", fx.coffee(2))):
         p = fx.make_jpeg(tmp_path / name, px)
         plan = Plan.from_adjustments({"Exposure": 10, "Saturation": 8})
-        plan.stages["lighting"].reasoning = []
+        plan.stages["lighting"].reasoning = [Reasoning("Exposure", "The subject is a little dark (median L* 41).",
+                                                       "Raise the exposure slightly.")]
+        plan.stages["color"].reasoning = [Reasoning("Saturation", "The colours are muted.",
+                                                    "Add a little saturation.")]
         save_plan(plan, sidecar_path(p))
         out.append(p)
     return out
@@ -232,6 +235,7 @@ def test_the_page_in_headless_chromium(server, photos, tmp_path):
         page.locator(".card").first.click()
         page.wait_for_selector("#detail:not([hidden])")
         page.wait_for_function("document.getElementById('after').complete && document.getElementById('after').naturalWidth > 0")
+        assert "The subject is a little dark" in page.inner_text("#stages")  # the reasoning triplets
         page.screenshot(path=str(tmp_path / "review.png"))
         if os.environ.get("MONET_UPDATE_SCREENSHOT"):  # the README's picture is taken by this test
             shutil.copyfile(tmp_path / "review.png", ROOT / "examples" / "review.png")
