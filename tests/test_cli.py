@@ -379,3 +379,25 @@ def test_a_lock_is_born_with_its_pid(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == [lock_file.name]
     lock.release()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_apply_process_ends_fast_with_everything_flushed_and_the_right_code(tmp_path, plan_json):
+    """`monet apply` leaves with os._exit after its work (cli.main): the JSON lines are all
+    there, the output is complete, locks and temporary files are gone, and exit codes hold."""
+    for i in range(3):
+        fx.make_jpeg(tmp_path / f"p{i}.jpg", fx.coffee(8))
+    out = tmp_path / "out"
+    p = run("apply", tmp_path, plan_json, "--out-dir", out, "--json", check=0)
+    lines = [json.loads(x) for x in p.stdout.strip().splitlines()]
+    assert sorted(Path(d["output"]).name for d in lines if d.get("status") == "ok") == [
+        "p0.monet.jpg", "p1.monet.jpg", "p2.monet.jpg"]
+    from PIL import Image
+
+    for d in lines:
+        if d.get("status") == "ok":
+            with Image.open(d["output"]) as im:
+                im.load()  # complete, decodable
+                assert im.size == (d["width"], d["height"])
+    assert leftovers(tmp_path) == []
+    again = run("apply", tmp_path / "p0.jpg", plan_json, "-o", out / "p0.monet.jpg")
+    assert again.returncode == 1 and "output exists" in again.stderr

@@ -170,6 +170,9 @@ def apply_cmd(
         return r.to_dict()
 
     import monet_cli._kernel  # noqa: F401 - loaded here, in the main thread, before the batch's workers start
+
+    global _FAST_EXIT
+    _FAST_EXIT = True  # main() may skip the interpreter's teardown once this command is done
     summary = run_batch(photos, job, jobs=jobs, verb="rendering", quiet=quiet, as_json=as_json,
                         console=con, missing=missing, output_dirs=[d for d in (out_dir, sidecar_dir) if d],
                         silent=single and not as_json)
@@ -209,8 +212,33 @@ _register_commands()
 # ---------------------------------------------------------------------------- entry point
 
 
+# Set by commands whose process has nothing left to do at exit but let the interpreter tear
+# down numba, LLVM and thread pools (about 0.15 s of every `monet apply` here).
+_FAST_EXIT = False
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: one clear line and a meaningful exit code for every failure."""
+    """Console entry point: one clear line and a meaningful exit code for every failure.
+
+    Run as the ``monet`` command (``argv`` None) after ``monet apply``, the process ends with
+    ``os._exit`` once stdout and stderr are flushed: every output is already written, renamed
+    and closed and every lock released, so the interpreter's teardown would only cost time.
+    Called with ``argv`` (tests, library use) it raises ``SystemExit`` as usual."""
+    try:
+        _main(argv)
+    except SystemExit as e:
+        if argv is None and _FAST_EXIT:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
+            os._exit(code)
+        raise
+
+
+def _main(argv: list[str] | None) -> None:
     try:
         rv = app(args=argv, standalone_mode=False)
         # without standalone mode click returns the code of a typer.Exit instead of exiting
