@@ -266,3 +266,14 @@ def test_exiftool_sees_the_same_tags_in_input_and_output(tmp_path, kind):
                 "ExifIFD:LensModel", "GPS:GPSLatitude", "GPS:GPSLongitude", "GPS:GPSAltitude"):
         assert b.get(key) == a.get(key), (kind, key)
     assert b["IFD0:Orientation"] == 1 and b["IFD0:Software"] == f"monet {__version__}"
+
+
+def test_an_exif_too_large_for_a_jpeg_is_a_warning_not_a_failed_render(tmp_path):
+    ex = camera_exif(orientation=1)
+    ex[270] = "x" * 70000  # a huge ImageDescription: fits a TIFF, not a JPEG's 64 KiB APP1
+    src = tmp_path / "in.tif"
+    Image.fromarray((fx.astronaut(16) * 255).astype(np.uint8)).save(src, exif=ex.tobytes())
+    out, r = render(tmp_path, src, "jpg")
+    assert Image.open(out).size[0] > 0 and any("too large for a JPEG" in w for w in r.metadata["warnings"])
+    tif, r2 = render(tmp_path, src, "tif")
+    assert tags_of(tif)["Image Make"] == "Canon" and r2.metadata["warnings"] == []

@@ -772,8 +772,15 @@ def write_image(path, image: Image, *, overwrite: bool = False, quality: int = 9
         def write(tmp: Path) -> None:
             from PIL import Image as PILImage
 
-            extra = {} if metadata is None else {"exif": metadata.exif_bytes(), **(
-                {"xmp": metadata.xmp} if metadata.xmp is not None else {})}
+            extra = {}
+            if metadata is not None:
+                exif = metadata.exif_bytes()
+                if len(exif) > 65000:  # one JPEG APP1 segment holds at most 64 KiB
+                    metadata.warnings.append(f"the EXIF ({len(exif)} bytes) is too large for a JPEG; not written")
+                else:
+                    extra["exif"] = exif
+                if metadata.xmp is not None and len(metadata.xmp) <= 65000:
+                    extra["xmp"] = metadata.xmp
             PILImage.fromarray(u8).save(tmp, format="JPEG", quality=quality,
                                         subsampling=0 if quality >= 90 else 2, icc_profile=icc, **extra)
     else:
