@@ -292,3 +292,36 @@ def test_edit_stage_replans_with_the_recorded_samples(tiny, proxy, tmp_path, mon
                         real(loaded, convs, *a, **k))
     edit_stage(photo, "lighting", set_values={"Exposure": 5.0})
     assert temps and set(temps) == {0.3} and read_sidecar(photo)[0].planner.sample_temperature == 0.3
+
+
+def test_sampled_plans_go_through_the_value_map(tiny, proxy, monkeypatch):
+    """With --value-map and --samples: the mean of the model's own values is mapped (both kept),
+    and the medoid is chosen among the mapped plans (it renders what would be rendered)."""
+    from monet_cli.models import presets
+    from monet_cli.planners.base import get_planner
+
+    vm = presets()["monetgpt-7b"].value_map
+    said = iter([40, 20] * 4)
+
+    def scripted(loaded, convs, image, **kw):
+        out = []
+        for c in convs:
+            lighting = "[Exposure," in c[1]["content"]
+            if len(c) == 2:
+                out.append("**Adjustment:** Exposure\n**Issue:** Dark.\n**Solution:** Brighten." if lighting
+                           else "No further adjustments are needed.")
+            else:
+                out.append('```json\n{"Exposure": %d}\n```' % next(said))
+        return out
+
+    monkeypatch.setattr(qwen, "generate_many", scripted)
+    mean = get_planner("qwen", model=str(tiny), samples=2, value_map="monetgpt-7b")
+    sp = mean.plan_stage("lighting", proxy, style="balanced", instructions=None, previous={})
+    assert sp.model_adjustments == {"Exposure": 30} and sp.adjustments == vm.map_values({"Exposure": 30})
+    medoid = get_planner("qwen", model=str(tiny), samples=2, consensus="medoid", value_map="monetgpt-7b")
+    sp = medoid.plan_stage("lighting", proxy, style="balanced", instructions=None, previous={})
+    assert sp.model_adjustments in ({"Exposure": 40}, {"Exposure": 20})
+    assert sp.adjustments == vm.map_values(sp.model_adjustments)
+    plain = get_planner("qwen", model=str(tiny), samples=2)  # the tiny preset has no map
+    sp = plain.plan_stage("lighting", proxy, style="balanced", instructions=None, previous={})
+    assert sp.model_adjustments is None and sp.adjustments == {"Exposure": 30}
