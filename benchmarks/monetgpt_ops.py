@@ -112,31 +112,22 @@ def hls_to_rgb(h, l, s):
     return np.where(grey, l[..., None], out)
 
 
-_M = np.array([[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750],
-               [0.0193339, 0.1191920, 0.9503041]])
-_WHITE = _M.sum(axis=1)
-
-
-def _decode(c):
-    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-
-
-def _encode(c):
-    c = np.clip(c, 0.0, 1.0)
-    return np.where(c <= 0.0031308, 12.92 * c, 1.055 * c ** (1 / 2.4) - 0.055)
-
-
 def srgb_to_lab(rgb):
-    xyz = (_decode(np.clip(rgb, 0, 1)) @ _M.T) / _WHITE
-    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
-    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], axis=-1)
+    """sRGB-encoded → CIELAB (D65), monet's own conversion (:func:`monet_cli.metrics.srgb_to_lab`)."""
+    from monet_cli.metrics import srgb_to_lab as to_lab
+
+    return to_lab(np.clip(rgb, 0.0, 1.0))
 
 
 def lab_to_srgb(lab):
+    """The exact inverse of :func:`srgb_to_lab` (the same matrix and white), clipped to [0, 1]."""
+    from monet_cli import colorspaces as cs
+    from monet_cli.metrics import _SRGB_TO_XYZ, _WHITE_XYZ
+
     fy = (lab[..., 0] + 16) / 116
     f = np.stack([fy + lab[..., 1] / 500, fy, fy - lab[..., 2] / 200], axis=-1)
-    xyz = np.where(f > 6 / 29, f ** 3, 3 * (6 / 29) ** 2 * (f - 4 / 29)) * _WHITE
-    return np.clip(_encode(xyz @ np.linalg.inv(_M).T), 0.0, 1.0)
+    xyz = np.where(f > 6 / 29, f ** 3, 3 * (6 / 29) ** 2 * (f - 4 / 29)) * _WHITE_XYZ
+    return cs.SRGB_TRC.encode(np.clip(xyz @ np.linalg.inv(_SRGB_TO_XYZ).T, 0.0, 1.0))
 
 
 def _smoothstep(t):

@@ -24,7 +24,6 @@ import os
 import re
 import struct
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 
 from monet_cli import __version__
@@ -442,9 +441,3 @@ def plan_xmp(adjustments: dict, source_name: str | None) -> bytes:
     from monet_cli.xmp import build_xmp
 
     return build_xmp(adjustments, raw=False, source_name=source_name, packet=True, develop=False)
-
-
-def rational(x: float, limit: int = 1_000_000) -> tuple[int, int]:
-    """``x`` as a (numerator, denominator) pair (for tests and fixtures)."""
-    fr = Fraction(x).limit_denominator(limit)
-    return fr.numerator, fr.denominator

@@ -318,9 +318,9 @@ class QwenPlanner:
             if given is not None and self.samples == 1:
                 self.warnings.append(f"{flag} {given} has no effect with one sample per stage (--samples 1)")
         self.prompts = load_prompts(prompts or self.resolved.prompts)
-        # the preset's value map (monet_cli.value_map), another preset's (--value-map NAME) or none
         from monet_cli.value_map import resolve_value_map
 
+        # the preset's value map (monet_cli.value_map), another preset's (--value-map NAME) or none
         self.value_map = resolve_value_map(value_map, preset)
         self.loaded = load_model(self.resolved.path, adapter=self.adapter and Path(self.adapter).expanduser(),
                                  quant=self.quant, device=self.device, dtype=self.dtype)
