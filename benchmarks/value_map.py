@@ -88,6 +88,7 @@ class Scorer:
         self.w = np.concatenate([np.full(p.shape[0] * p.shape[1], 1.0 / (p.shape[0] * p.shape[1] * len(photos)))
                                  for p in photos])
         self.original = self._lab_of([p.reshape(-1, 3) for p in photos])
+        self._targets: dict[tuple[str, int], np.ndarray] = {}
 
     @staticmethod
     def _lab_of(parts):
@@ -96,7 +97,12 @@ class Scorer:
         return srgb_to_lab(np.concatenate(parts))
 
     def target(self, op: str, v: int) -> np.ndarray:
-        return self._lab_of([published.render_op(p, op, v, sigma=self.sigma).reshape(-1, 3) for p in self.photos])
+        """The published rendering of ``v`` (Lab), computed once per (op, value)."""
+        key = (op, int(v))
+        if key not in self._targets:
+            self._targets[key] = self._lab_of([published.render_op(p, op, v, sigma=self.sigma).reshape(-1, 3)
+                                               for p in self.photos])
+        return self._targets[key]
 
     def monet(self, values: dict) -> np.ndarray:
         from monet_cli.metrics import srgb_rendition, srgb_to_lab

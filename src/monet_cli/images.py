@@ -779,8 +779,11 @@ def write_image(path, image: Image, *, overwrite: bool = False, quality: int = 9
                     metadata.warnings.append(f"the EXIF ({len(exif)} bytes) is too large for a JPEG; not written")
                 else:
                     extra["exif"] = exif
-                if metadata.xmp is not None and len(metadata.xmp) <= 65000:
-                    extra["xmp"] = metadata.xmp
+                if metadata.xmp is not None:
+                    if len(metadata.xmp) <= 65000:
+                        extra["xmp"] = metadata.xmp
+                    else:
+                        metadata.warnings.append("the plan's XMP is too large for a JPEG; not written")
             PILImage.fromarray(u8).save(tmp, format="JPEG", quality=quality,
                                         subsampling=0 if quality >= 90 else 2, icc_profile=icc, **extra)
     else:
@@ -789,14 +792,16 @@ def write_image(path, image: Image, *, overwrite: bool = False, quality: int = 9
                 from PIL import Image as PILImage
 
                 extra = {}
-                if metadata is not None:
+                if metadata is not None:  # the same chunks as the 16-bit writer's (eXIf through Pillow's own)
                     from PIL.PngImagePlugin import PngInfo
 
-                    extra["exif"] = metadata.exif_bytes()
-                    if metadata.xmp is not None:
-                        info = PngInfo()
-                        info.add_itxt("XML:com.adobe.xmp", metadata.xmp.decode("utf-8"))
-                        extra["pnginfo"] = info
+                    from monet_cli.metadata import png_chunks
+
+                    info = PngInfo()
+                    for typ, body in png_chunks(metadata):
+                        if typ != b"eXIf":
+                            info.add(typ, body)
+                    extra.update(exif=metadata.exif_bytes(), pnginfo=info)
                 PILImage.fromarray(px).save(tmp, format="PNG", compress_level=6, icc_profile=icc, **extra)
         else:
             u16 = px if px.dtype == np.uint16 else _float_to_int(px, 65535, np.uint16)

@@ -146,7 +146,10 @@ class _Problems(logging.Handler):
 _MARKERS = (b"Exif\x00\x00", b"eXIf")
 
 
-def _exifread(data: bytes | None, f, where: str, meta: Metadata) -> None:
+def _process(src) -> tuple[dict, list[str]]:
+    """ExifRead's tags of the file object ``src``, and its own warnings while reading (one
+    place for both: its log messages become our warnings, not log noise). Raises what it
+    raises for an unreadable block."""
     import exifread
 
     log = logging.getLogger("exifread")
@@ -154,26 +157,31 @@ def _exifread(data: bytes | None, f, where: str, meta: Metadata) -> None:
     saved = (log.level, log.propagate)
     log.addHandler(problems)
     log.setLevel(logging.WARNING)
-    log.propagate = False  # its messages become one warning of ours, not log noise
+    log.propagate = False
     try:
-        src = io.BytesIO(data) if data is not None else f
-        tags = exifread.process_file(src, details=False, extract_thumbnail=False)
-    except Exception as e:  # noqa: BLE001 - a corrupt block is a warning, never a failed render
-        meta.warnings.append(f"{where}: the EXIF cannot be read ({type(e).__name__}: {e}); no metadata carried")
-        return
+        return exifread.process_file(src, details=False, extract_thumbnail=False), problems.messages
     finally:
         log.removeHandler(problems)
         log.setLevel(saved[0])
         log.propagate = saved[1]
+
+
+def _exifread(data: bytes | None, f, where: str, meta: Metadata) -> None:
+    src = io.BytesIO(data) if data is not None else f
+    try:
+        tags, problems = _process(src)
+    except Exception as e:  # noqa: BLE001 - a corrupt block is a warning, never a failed render
+        meta.warnings.append(f"{where}: the EXIF cannot be read ({type(e).__name__}: {e}); no metadata carried")
+        return
     before = len(meta.names())
     try:
         _from_exifread(tags, meta)
     except Exception as e:  # noqa: BLE001
         meta.warnings.append(f"{where}: the EXIF cannot be read ({type(e).__name__}: {e}); no metadata carried")
         return
-    if problems.messages:
-        more = f" and {len(problems.messages) - 1} more" if len(problems.messages) > 1 else ""
-        meta.warnings.append(f"{where}: the EXIF is partly corrupt ({problems.messages[0]}{more}); "
+    if problems:
+        more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
+        meta.warnings.append(f"{where}: the EXIF is partly corrupt ({problems[0]}{more}); "
                              f"what could be read is carried")
     elif len(meta.names()) == before:
         if data is None:
@@ -293,11 +301,9 @@ def read_metadata(path) -> Metadata:
 def _first_ifd_as(data: bytes, which: str, where: str) -> Metadata:
     """CR3's CMT2 / CMT4 hold the Exif / GPS tags in a TIFF's first IFD (ExifRead names it
     ``Image``): those tags as ``which`` ("exif" or "gps")."""
-    import exifread
-
     out = Metadata()
     try:
-        tags = exifread.process_file(io.BytesIO(data), details=False, extract_thumbnail=False)
+        tags, _ = _process(io.BytesIO(data))
     except Exception as e:  # noqa: BLE001 - a corrupt block is a warning
         out.warnings.append(f"{where}: the EXIF cannot be read ({type(e).__name__}: {e}); not carried")
         return out
