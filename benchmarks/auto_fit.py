@@ -75,8 +75,11 @@ def _samples_for(args) -> list:
 
 def make_samples(photos, n: int, seed: int, jobs: int, cache: Path) -> list:
     from monet_cli.auto_fit import Sample
+    from monet_cli.planners.learned import CANDIDATES, feature_names
 
-    key = json.dumps({"photos": [p for p, _ in photos], "n": n, "seed": seed})
+    # the cache is valid only for the same photos, settings, features and candidates
+    key = json.dumps({"photos": [p for p, _ in photos], "n": n, "seed": seed, "features": feature_names(),
+                      "candidates": CANDIDATES})
     if cache.exists():
         z = np.load(cache, allow_pickle=False)
         if str(z["key"]) == key:

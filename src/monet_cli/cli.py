@@ -169,7 +169,9 @@ def apply_cmd(
                 _console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(w)}")
         return r.to_dict()
 
-    import monet_cli._kernel  # noqa: F401 - loaded here, in the main thread, before the batch's workers start
+    from monet_cli.render import kernel
+
+    kernel()  # chosen (and built or loaded) here, in the main thread, before the batch's workers start
 
     global _FAST_EXIT
     _FAST_EXIT = True  # main() may skip the interpreter's teardown once this command is done

@@ -11,6 +11,7 @@ those of the input; an op at 0 is skipped, so it is the exact identity too.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -43,7 +44,7 @@ def _key(adjustments: dict, names) -> tuple:
 
 @lru_cache(maxsize=64)
 def _tone_tables(key: tuple):
-    from monet_cli import _kernel as k
+    from monet_cli import _tables as k
 
     a = dict(key)
     Y = k.log_table_points(k.LOG_MAX)
@@ -55,7 +56,7 @@ def _tone_tables(key: tuple):
 
 @lru_cache(maxsize=64)
 def _hsl_table(key: tuple) -> np.ndarray:
-    from monet_cli import _kernel as k
+    from monet_cli import _tables as k
 
     h = np.arange(6 * k.HUE_STEPS) / k.HUE_STEPS
     theta, chroma, gain = ops.hsl_factors(h, dict(key))
@@ -90,9 +91,40 @@ def decode_table(trc: cs.TransferFunction, bits: int) -> np.ndarray:
 
 @lru_cache(maxsize=16)
 def _encode_table(trc: cs.TransferFunction) -> np.ndarray:
-    from monet_cli import _kernel as k
+    from monet_cli import _tables as k
 
     return np.clip(trc.encode(k.log_table_points(0)), 0.0, 1.0).astype(np.float32)
+
+
+KERNELS = ("auto", "c", "numba")
+
+
+@lru_cache(maxsize=1)
+def kernel():
+    """``(name, function)`` of the render kernel this process uses, chosen once.
+
+    ``$MONET_KERNEL``: ``auto`` (default) — the C kernel (:mod:`monet_cli._ckernel`, built
+    once with the system compiler), else numba's (:mod:`monet_cli._kernel`); ``c`` — the C
+    kernel or an error saying why not; ``numba`` — numba's. Both compute the same thing
+    (tests compare them); the C kernel starts in milliseconds instead of ~0.4 s.
+    """
+    from monet_cli.errors import InputError
+
+    choice = os.environ.get("MONET_KERNEL", "auto").strip().lower() or "auto"
+    if choice not in KERNELS:
+        raise InputError(f"MONET_KERNEL={choice!r}: expected one of {', '.join(KERNELS)}")
+    if choice in ("auto", "c"):
+        from monet_cli import _ckernel
+
+        try:
+            _ckernel.load()
+            return "c", _ckernel.render_kernel
+        except _ckernel.KernelUnavailable as e:
+            if choice == "c":
+                raise InputError(f"MONET_KERNEL=c: {e}") from None
+    from monet_cli import _kernel
+
+    return "numba", _kernel.render_kernel
 
 
 _EMPTY1 = np.zeros(0, np.float32)
@@ -108,8 +140,7 @@ def run_program(program: Program, src: np.ndarray, in_space: cs.ColorSpace, out_
     rare and usually linear already). Integer output is encoded by table and rounded; float
     output is encoded in numpy after the kernel.
     """
-    from monet_cli import _kernel as k
-
+    render_kernel = kernel()[1]
     out_dtype = np.dtype(out_dtype)
     if src.ndim != 3 or src.shape[2] != 3:
         raise ValueError(f"expected (H, W, 3) pixels, got {src.shape}")
@@ -132,7 +163,7 @@ def run_program(program: Program, src: np.ndarray, in_space: cs.ColorSpace, out_
     # 8-bit output is encoded with out_max 255 into a 16-bit buffer, then narrowed (exact):
     # the kernel is compiled for uint16/float32 only, a few seconds once per pair, cached.
     dst = np.empty(src.shape, dtype=np.uint16 if out_dtype.kind == "u" else np.float32)
-    k.render_kernel(
+    render_kernel(
         src, dst, decode, m_in, cs.LUMA.astype(np.float32),
         program.tone_ratio is not None,
         program.tone_ratio if program.tone_ratio is not None else _EMPTY1,

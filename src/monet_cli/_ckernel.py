@@ -1,0 +1,203 @@
+"""The render kernel in C (``_ckernel.c``): compiled once with the system C compiler, cached,
+loaded with ctypes, run on bands of rows in threads.
+
+Why: a ``monet apply`` process spent about 0.4 s importing numba and loading its cached
+kernel, a third of its whole time on a 24 MP photo (benchmarks/apply.py). ctypes and a
+shared library load in a few milliseconds, and the C kernel is as fast per pixel. The numba
+kernel (:mod:`monet_cli._kernel`) stays: it is used where no C compiler is found or the build
+fails, and ``MONET_KERNEL=numba`` chooses it (``MONET_KERNEL=c`` makes the C kernel
+mandatory: an error if it cannot be built).
+
+The library is built into the user's cache (``$MONET_CACHE_DIR``, else
+``$XDG_CACHE_HOME/monet``, else ``~/.cache/monet``) under a name hashed from the source, the
+flags, the compiler and the machine, written to a temporary file and renamed into place, so
+processes building at once never see a half-written file. ``$CC`` chooses the compiler
+(default ``cc``). No ``-march=native``: a cache on a shared home may serve other CPUs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import threading
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+ABI = 1
+SOURCE = Path(__file__).with_name("_ckernel.c")
+FLAGS = ("-O3", "-std=c99", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math")
+MIN_ROWS = 16  # rows per thread at least: small images (planner proxies) run in one call
+
+
+class KernelUnavailable(RuntimeError):
+    """The C kernel cannot be built or loaded here (the reason is the message)."""
+
+
+def cache_dir() -> Path:
+    if os.environ.get("MONET_CACHE_DIR"):
+        return Path(os.environ["MONET_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "monet"
+
+
+def _compiler() -> str:
+    cc = os.environ.get("CC") or "cc"
+    path = shutil.which(cc)
+    if path is None:
+        raise KernelUnavailable(f"no C compiler ({cc!r} is not on PATH)")
+    return path
+
+
+def library_path(cc: str | None = None) -> Path:
+    """Where the library for this source, flags, compiler and machine is cached."""
+    cc = cc or _compiler()
+    h = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), " ".join(FLAGS).encode(), cc.encode(), platform.machine().encode(),
+                 str(ABI).encode()):
+        h.update(part)
+        h.update(b"\0")
+    return cache_dir() / f"render-kernel-{h.hexdigest()[:16]}.so"
+
+
+def build(force: bool = False) -> Path:
+    """Compile the kernel into the cache (unless there already) and return its path."""
+    cc = _compiler()
+    path = library_path(cc)
+    if path.is_file() and not force:
+        return path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise KernelUnavailable(f"cannot create the kernel cache {path.parent}: {e.strerror}") from None
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        r = subprocess.run([cc, *FLAGS, "-o", str(tmp), str(SOURCE), "-lm"], capture_output=True, text=True,
+                           timeout=120)
+        if r.returncode != 0:
+            last = (r.stderr.strip().splitlines() or ["no message"])[-1]
+            raise KernelUnavailable(f"{Path(cc).name} failed to build the render kernel: {last}")
+        os.replace(tmp, path)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise KernelUnavailable(f"cannot build the render kernel: {e}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+_P = ctypes.c_void_p
+_I = ctypes.c_int64
+_ARGTYPES = [_P, _P, _I, _I, _I,  # src, dst, y0, y1, W
+             _P, _I, _P, _P,  # decode_lut, n_decode, m_in, luma
+             ctypes.c_int, _P, _P, _I,  # tone_on, tone_ratio, tone_pedestal, n_tone_points
+             ctypes.c_int, _P, ctypes.c_int, _P, _I,  # color_on, m_col, hsl_on, hsl_lut, n_hsl
+             _P, _P, _I, ctypes.c_float]  # m_out, encode_lut, n_encode_points, out_max
+
+
+@lru_cache(maxsize=1)
+def load():
+    """The kernel's C function (built first if needed); KernelUnavailable if it cannot be."""
+    path = build()
+    try:
+        lib = ctypes.CDLL(str(path))
+        if lib.monet_kernel_abi() != ABI:
+            raise KernelUnavailable(f"{path}: a render kernel of another version")
+    except OSError as e:  # a damaged cache file: rebuild once
+        try:
+            path = build(force=True)
+            lib = ctypes.CDLL(str(path))
+        except OSError:
+            raise KernelUnavailable(f"cannot load the render kernel {path}: {e}") from None
+    fn = lib.monet_render_rows
+    fn.argtypes = _ARGTYPES
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def threads() -> int:
+    """Threads per render: ``$MONET_THREADS``, else ``$NUMBA_NUM_THREADS``, else the CPUs this
+    process may run on."""
+    for var in ("MONET_THREADS", "NUMBA_NUM_THREADS"):
+        v = os.environ.get(var, "").strip()
+        if v.isdigit() and int(v) > 0:
+            return int(v)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _ptr(a: np.ndarray) -> int:
+    return a.ctypes.data
+
+
+def _check(name: str, a: np.ndarray, dtype, ndim: int | None = None) -> None:
+    if a.dtype != dtype or not a.flags.c_contiguous or (ndim is not None and a.ndim != ndim):
+        raise ValueError(f"{name}: expected a C-contiguous {np.dtype(dtype).name} array")
+
+
+def render_kernel(src, dst, decode_lut, m_in, luma, tone_on, tone_ratio, tone_pedestal,
+                  color_on, m_col, hsl_on, hsl_lut, m_out, encode_lut, out_max) -> None:
+    """Same arguments and result as :func:`monet_cli._kernel.render_kernel` (see there)."""
+    fn = load()
+    H, W = src.shape[0], src.shape[1]
+    use_decode = decode_lut.shape[0] > 0
+    use_encode = encode_lut.shape[0] > 0
+    _check("src", src, np.uint16 if use_decode else np.float32, 3)
+    _check("dst", dst, np.uint16 if use_encode else np.float32, 3)
+    if src.shape != dst.shape or src.shape[2] != 3:
+        raise ValueError(f"src {src.shape} and dst {dst.shape} must both be (H, W, 3)")
+    f32 = [np.ascontiguousarray(a, dtype=np.float32) for a in
+           (decode_lut, m_in, luma, tone_ratio, tone_pedestal, m_col, hsl_lut, m_out, encode_lut)]
+    dec, mi, lu, tr, tp, mc, hl, mo, enc = f32
+    if use_decode and dec.shape[0] < 65536 and int(src.max(initial=0)) >= dec.shape[0]:
+        raise ValueError("src holds codes beyond its decode table")
+    if tone_on and (tr.shape[0] < 2 or tp.shape != tr.shape):
+        raise ValueError("tone tables must have at least two points and the same length")
+    if hsl_on and (hl.ndim != 2 or hl.shape[1] != 4 or hl.shape[0] < 2):
+        raise ValueError("hsl_lut must be (n, 4)")
+    if use_encode and enc.shape[0] < 2:
+        raise ValueError("encode_lut must have at least two points")
+    fixed = (_ptr(dec), dec.shape[0], _ptr(mi), _ptr(lu), int(bool(tone_on)), _ptr(tr), _ptr(tp), tr.shape[0],
+             int(bool(color_on)), _ptr(mc), int(bool(hsl_on)), _ptr(hl), hl.shape[0], _ptr(mo), _ptr(enc),
+             enc.shape[0] if use_encode else 0, float(out_max))
+
+    def rows(y0: int, y1: int) -> None:
+        fn(_ptr(src), _ptr(dst), y0, y1, W, *fixed)
+
+    n = max(1, min(threads(), H // MIN_ROWS))
+    if n == 1:
+        rows(0, H)
+        return
+    # bands of rows, more than threads so that an uneven band does not hold up the rest
+    bounds = np.linspace(0, H, 4 * n + 1).astype(int)
+    todo = list(zip(bounds[:-1], bounds[1:]))
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if not todo or errors:
+                    return
+                y0, y1 = todo.pop()
+            try:
+                rows(int(y0), int(y1))
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller
+                with lock:
+                    errors.append(e)
+                return
+
+    pool = [threading.Thread(target=worker, daemon=True) for _ in range(n - 1)]
+    for t in pool:
+        t.start()
+    worker()
+    for t in pool:
+        t.join()
+    if errors:
+        raise errors[0]
