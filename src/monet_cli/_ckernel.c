@@ -8,12 +8,10 @@
 #include <stdint.h>
 #include <string.h>
 
-#define MANT_BITS 8
-#define LOG_MIN (-24)
+/* MANT_BITS, LOG_MIN, HUE_STEPS and CHROMA_FULL come from monet_cli/_tables.py as -D flags
+ * (_ckernel.FLAGS), so the two kernels cannot disagree on the table layout. */
 #define SHIFT (23 - MANT_BITS)
 #define BASE ((127 + LOG_MIN) << MANT_BITS)
-#define HUE_STEPS 256
-#define CHROMA_FULL 0.5f
 
 static inline void log_index(float v, int64_t n, int64_t *i, float *f) {
     int32_t bits;
@@ -109,7 +107,7 @@ int monet_render_rows(const void *src, void *dst, int64_t y0, int64_t y1, int64_
                     float rr = dr * cs + xr * sn + dot, rg = dg * cs + xg * sn + dot, rb = db * cs + xb * sn + dot;
                     float ly = l0 * rr + l1 * rg + l2 * rb;
                     float s = mx > 0 ? c / mx : 0.0f;
-                    float k = s / CHROMA_FULL;
+                    float k = s / (float)CHROMA_FULL;
                     if (k > 1) k = 1.0f;
                     k = k * k * (3.0f - 2.0f * k);
                     float m = 1.0f + (gain - 1.0f) * k;

@@ -29,9 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
+from monet_cli import _tables as t
+
 ABI = 1
 SOURCE = Path(__file__).with_name("_ckernel.c")
-FLAGS = ("-O3", "-std=c99", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math")
+# the table layout is passed from _tables.py, the one place it is defined
+FLAGS = ("-O3", "-std=c99", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math",
+         f"-DMANT_BITS={t.MANT_BITS}", f"-DLOG_MIN=({t.LOG_MIN})", f"-DHUE_STEPS={t.HUE_STEPS}",
+         f"-DCHROMA_FULL={t.CHROMA_FULL!r}")
 MIN_ROWS = 16  # rows per thread at least: small images (planner proxies) run in one call
 
 

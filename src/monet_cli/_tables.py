@@ -4,8 +4,8 @@
 Tables on luminance and on output values are indexed by the bits of the float32 value:
 exponent and the top 8 mantissa bits pick the entry, the other 15 bits interpolate. That is
 a table uniform in log2 with 256 steps per stop (relative interpolation error ~5e-7 on a
-power law) at the cost of a shift, no log2 or pow per pixel. ``_ckernel.c`` repeats these
-constants; a test checks that both kernels agree.
+power law) at the cost of a shift, no log2 or pow per pixel. ``_ckernel.c`` is compiled with
+these constants as ``-D`` flags; a test checks that both kernels agree.
 """
 
 from __future__ import annotations

@@ -161,7 +161,7 @@ def run_program(program: Program, src: np.ndarray, in_space: cs.ColorSpace, out_
     else:
         encode, out_max = _EMPTY1, 1.0
     # 8-bit output is encoded with out_max 255 into a 16-bit buffer, then narrowed (exact):
-    # the kernel is compiled for uint16/float32 only, a few seconds once per pair, cached.
+    # the kernels take uint16/float32 only.
     dst = np.empty(src.shape, dtype=np.uint16 if out_dtype.kind == "u" else np.float32)
     render_kernel(
         src, dst, decode, m_in, cs.LUMA.astype(np.float32),
