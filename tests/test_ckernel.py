@@ -101,3 +101,24 @@ def test_bad_arrays_are_refused_before_the_c_call():
         _ckernel.render_kernel(np.zeros((4, 4, 3), np.float32), np.zeros((4, 5, 3), np.float32), empty, eye, luma,
                                False, empty, empty, False, eye, False, np.zeros((1, 4), np.float32), eye, empty, 1.0)
     assert _kernel.render_kernel is not _ckernel.render_kernel
+
+
+def test_doctor_says_which_kernel_and_why_not_c(monkeypatch, tmp_path):
+    from monet_cli.doctor import render_kernel_info
+
+    monkeypatch.setenv("MONET_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("MONET_KERNEL", "auto")
+    _ckernel.load.cache_clear()
+    render.kernel.cache_clear()
+    try:
+        info = render_kernel_info()
+        assert info["kernel"] == "c" and info["fallback_reason"] is None
+        assert info["library"].startswith(str(tmp_path)) and info["threads"] >= 1
+        monkeypatch.setenv("CC", "no-such-compiler-here")
+        _ckernel.load.cache_clear()
+        render.kernel.cache_clear()
+        info = render_kernel_info()
+        assert info["kernel"] == "numba" and "no C compiler" in info["fallback_reason"]
+    finally:
+        _ckernel.load.cache_clear()
+        render.kernel.cache_clear()
