@@ -13,7 +13,8 @@
    restore`` (monet's own ops and the independent ``x-`` kinds) × ``--seeds``, plus the
    undegraded original. Each case is scored with mean ΔE2000 of the 8-bit sRGB renditions
    against the photo, for: identity (left alone), ``rules`` (the analytic planner),
-   ``learned`` (the fold's ensemble), autocontrast and grey world.
+   ``learned`` (the fold's ensemble at each ``--caution``: high, the default, medium, low),
+   autocontrast and grey world.
 3. One table per class (mean ΔE, and how many cases each method made worse than identity by
    more than 2 ΔE), printed and written to OUT/cv.md and OUT/cv.json with every case.
 4. ``--write-weights``: the ensemble fitted on every photo's puzzles is written to
@@ -39,7 +40,10 @@ import numpy as np
 for _var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("identity", "rules", "learned", "autocontrast", "grey_world")
+METHODS = ("identity", "rules", "learned", "learned_medium", "learned_low", "autocontrast", "grey_world")
+HEADERS = {"identity": "identity", "rules": "rules", "learned": "learned (caution high)",
+           "learned_medium": "caution medium", "learned_low": "caution low", "autocontrast": "autocontrast",
+           "grey_world": "grey world"}
 
 
 def photo_paths(corpus: Path | None) -> list[tuple[str, str]]:
@@ -113,7 +117,9 @@ def score_photo(args) -> list[dict]:
     name, src, model, kinds, seeds = args
     ref8 = dg.working_to_srgb8(load_ref(src, 512))
     x0 = dg.srgb8_to_working(ref8)
-    planners = {"rules": AutoPlanner(), "learned": LearnedPlanner(learned=model)}
+    planners = {"rules": AutoPlanner(), "learned": LearnedPlanner(learned=model),
+                "learned_medium": LearnedPlanner(learned=model, caution="medium"),
+                "learned_low": LearnedPlanner(learned=model, caution="low")}
     rows = []
     for kind, seed in [("original", None)] + [(k, s) for k in kinds for s in range(seeds)]:
         deg = x0 if kind == "original" else dg.save_like_8bit(dg.degrade(x0, kind, seed)[0])
@@ -180,8 +186,8 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def markdown(summary: dict) -> str:
-    head = "| class | n | identity | rules | learned | autocontrast | grey world |"
-    lines = [head, "|---|---|---|---|---|---|---|"]
+    head = "| class | n | " + " | ".join(HEADERS[m] for m in METHODS) + " |"
+    lines = [head, "|---|---|" + "---|" * len(METHODS)]
     for k, s in summary.items():
         if k.startswith("_"):
             continue

@@ -181,6 +181,47 @@ def test_choose_takes_the_best_gain_net_of_its_risk_or_nothing():
     assert choose(names, [-1.0, -0.2, 0.0], [0.0, 0.0, 0.0]) is None  # every candidate hurts
 
 
+def _two_member_model() -> StageModel:
+    """A stage model whose two members predict fixed gains (1.0 and 3.0 for 'a', -1 for 'b'):
+    mean 2.0 with spread 1.0 for 'a'."""
+    F = len(feature_names())
+    W1 = np.zeros((2, F, 1))
+    b1 = np.zeros((2, 1))
+    W2 = np.zeros((2, 1, 2))
+    b2 = np.array([[1.0, -1.0], [3.0, -1.0]])
+    return StageModel(outputs=("a", "b"), mean=np.zeros(F), scale=np.ones(F), W1=W1, b1=b1, W2=W2, b2=b2,
+                      out_scale=1.0, calibration=np.array([2.5, 1.0]))
+
+
+def test_caution_decides_how_much_of_the_predicted_error_counts():
+    sm = _two_member_model()
+    x = np.zeros(len(feature_names()))
+    high = sm.predict(x)  # 2.0 - 2.5 < 0.1: hold back
+    assert high.mu[0] == pytest.approx(2.0) and high.s[0] == pytest.approx(2.5) and high.choice is None
+    assert sm.predict(x, risk=0.5).choice == "a"  # 2.0 - 1.25 > 0.1
+    assert sm.predict(x, risk=0.25).choice == "a"
+
+
+def test_caution_option_is_checked_recorded_and_kept_by_a_replan(tmp_path):
+    from monet_cli.errors import UsageError
+    from monet_cli.planners.learned import caution_of
+
+    assert get_planner("auto", caution="medium").model == "auto-v2+caution-medium"
+    assert get_planner("auto", caution="high").model == "auto-v2"
+    assert caution_of("auto-v2+caution-low") == "low" and caution_of("auto-v2") is None
+    with pytest.raises(UsageError, match="expected one of high, medium, low"):
+        get_planner("auto", caution="reckless")
+    with pytest.raises(UsageError, match="--caution is an option of the auto backend"):
+        get_planner("rules", caution="low")
+    # a dark photo: with low caution the lighting stage acts where high caution may hold back,
+    # and the plan's reasoning names the caution it was planned with
+    proxy = _photo("coffee", 256) * np.float32(2.0**-1.2)
+    low = plan_proxy(proxy, get_planner("auto", caution="low"))
+    assert low.planner.model == "auto-v2+caution-low"
+    text = " ".join(r.solution + r.issue for r in low.stages["lighting"].reasoning)
+    assert "caution low" in text
+
+
 def test_candidates_are_the_documented_plans():
     x = _photo("coffee", 128) * np.float32(2.0**-1.5)  # dark: the grey candidate brightens
     _, m, small, rules = features(x)
@@ -281,3 +322,26 @@ def test_independent_degradations_are_seeded_and_do_what_they_say():
     with pytest.raises(ValueError, match="independent kinds are"):
         dg.check_kind("x-blur")
     dg.check_kind("under+cool")
+
+
+def test_edit_stage_replans_later_stages_with_the_plans_caution(tmp_path, monkeypatch):
+    from monet_cli import colorspaces as cs
+    from monet_cli.images import Image, write_image
+    from monet_cli.planners import base
+    from monet_cli.sidecars import edit_stage, plan_to_sidecar
+
+    photo = tmp_path / "dark.png"
+    px = dg.working_to_srgb8(_photo("coffee", 256) * np.float32(0.5))
+    write_image(photo, Image(pixels=px, colorspace=cs.SRGB, format="png"))
+    plan_to_sidecar(photo, get_planner("auto", caution="low"))
+    seen = []
+    real = base.get_planner
+
+    def spy(backend="auto", **options):
+        seen.append((backend, options.get("caution")))
+        return real(backend, **options)
+
+    monkeypatch.setattr(base, "get_planner", spy)
+    out = edit_stage(photo, "lighting", set_values={"Exposure": 12})
+    assert seen == [("auto", "low")]
+    assert out.plan.planner.model == "auto-v2+caution-low"

@@ -167,6 +167,10 @@ def edit_stage(photo, stage: str, *, set_values: dict[str, float] | None = None,
                     opts["sample_temperature"] = checked_sample_temperature(p.sample_temperature)
                 except ValueError:  # absent (plans from before it was recorded) or edited: the preset's
                     pass
+            if p.backend == "auto":
+                from monet_cli.planners.learned import caution_of
+
+                opts["caution"] = caution_of(p.model)
             planner = get_planner(p.backend if p.backend not in ("manual", "xmp") else "auto", **opts)
         keep = {s: new.stages[s] for s in STAGES if s not in later or new.stages[s].locked}
         replanned = plan_photo(photo, planner, style=new.planner.style, instructions=new.planner.instructions,

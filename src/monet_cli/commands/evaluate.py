@@ -253,6 +253,10 @@ def bench_restore_cmd(
     sample_temperature: Optional[float] = typer.Option(None, "--sample-temperature", help="qwen, with --samples "
                                                        "> 1: temperature the plans are sampled at (0 < T <= 2; "
                                                        "default: the preset's, 1)."),
+    caution: Optional[str] = typer.Option(None, "--caution", help="auto: how sure it must be before it "
+                                          "changes a photo: high (default; it holds back unless a gain is likely), "
+                                          "medium or low (corrects more photos, and makes more of them worse: see "
+                                          "the README's cross-validated table)."),
     style: str = typer.Option("balanced", "--style", "-s", help="Style the backend plans with."),
     kinds: Optional[str] = typer.Option(None, "--kinds", help="Comma-separated degradations (default: all 8, "
                                                               "3 combinations and the 6 independent x- kinds): "
@@ -282,6 +286,7 @@ def bench_restore_cmd(
       monet bench restore --seeds 1 --kinds under,warm,flat --photos astronaut,coffee
       monet bench restore ~/best-shots/ --backend qwen --model monetgpt-7b --out bench/
       monet bench restore --markdown > restore-table.md
+      monet bench restore --caution medium
     """
     from monet_cli.bench import DEFAULT_KINDS, load_references, run_restore, write_outputs
     from monet_cli.errors import UsageError
@@ -295,7 +300,7 @@ def bench_restore_cmd(
     names = [n.strip() for n in photos.split(",") if n.strip()] if photos else None
     planner = get_planner(backend, model=model, adapter=str(adapter) if adapter else None, quant=quant,
                           endpoint=endpoint, samples=samples, consensus=consensus,
-                          sample_temperature=sample_temperature)
+                          sample_temperature=sample_temperature, caution=caution)
     for warning in getattr(planner, "warnings", None) or []:
         console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(warning)}")
     refs, failed = load_references(photo_dir, size=size, names=names)

@@ -78,6 +78,10 @@ def plan_cmd(
                                                                 "contrast) or retro (muted, warm, lifted blacks)."),
     instructions: Optional[str] = typer.Option(None, "--instructions", "-i",
                                                help='Free text, recorded in the plan, e.g. "warmer, brighter".'),
+    caution: Optional[str] = typer.Option(None, "--caution", help="auto: how sure it must be before it "
+                                          "changes a photo: high (default; it holds back unless a gain is likely), "
+                                          "medium or low (corrects more photos, and makes more of them worse: see "
+                                          "the README's cross-validated table)."),
     model: Optional[str] = typer.Option(None, "--model", help="qwen/openai: a preset (`monet models list`), "
                                                               "a local folder or a downloaded hub id."),
     adapter: Optional[Path] = typer.Option(None, "--adapter", help="qwen: a peft LoRA/DoRA adapter folder."),
@@ -116,6 +120,7 @@ def plan_cmd(
       monet plan photo.tif
       monet plan shoot/ --recursive --jobs 2 --style vibrant
       monet plan 'shoot/*.CR2' --instructions "warmer, brighter" --json > plans.jsonl
+      monet plan badly-exposed/ --caution medium
       monet plan photo.jpg --backend qwen --model monetgpt-7b --quant 4bit
       monet plan photo.jpg --backend qwen --model ~/weights/monetGPT --value-map monetgpt-7b
       monet plan photo.jpg --backend qwen --model runs/mini/run-puzzles --samples 16 --consensus medoid
@@ -133,7 +138,7 @@ def plan_cmd(
             console(stderr=True).print(f"[dim]{escape(why)}[/dim]")
     options = {"model": model, "adapter": str(adapter) if adapter else None, "quant": quant, "endpoint": endpoint,
                "samples": samples, "consensus": consensus, "sample_temperature": sample_temperature,
-               "value_map": value_map}
+               "value_map": value_map, "caution": caution}
     if backend.strip().lower() not in ("auto", "rules"):
         options["seed"] = seed  # model sampling follows --seed
     planner = get_planner(backend, **options)

@@ -216,24 +216,30 @@ def get_planner(backend: str = "auto", **options) -> StagePlanner:
     """The planning backend called ``backend``.
 
     Options given as ``None`` are ignored, so a CLI may pass its defaults through. ``auto``
-    (the learned embedded planner, :mod:`monet_cli.planners.learned`) and ``rules`` (the
-    analytic one it replaced, :mod:`monet_cli.planners.auto`) take none; ``qwen`` takes ``model``, ``adapter``, ``quant``, ``concurrency``, … (see
+    (the learned embedded planner, :mod:`monet_cli.planners.learned`) takes ``caution``
+    (high, medium, low); ``rules`` (the analytic one it replaced, :mod:`monet_cli.planners.auto`)
+    takes none; ``qwen`` takes ``model``, ``adapter``, ``quant``, ``concurrency``, … (see
     :class:`~monet_cli.planners.qwen.QwenPlanner`); ``openai`` takes ``model``, ``endpoint``,
     ``concurrency``, … (see :class:`~monet_cli.planners.openai.OpenAIPlanner`). A qwen model
     is loaded once per process and shared by every planner asking for it.
     """
     name = (backend or "auto").strip().lower()
     given = {k: v for k, v in options.items() if v is not None}
+    if "caution" in given and name != "auto":
+        raise UsageError(f"--caution is an option of the auto backend, not of {name}")
     if name in ("auto", "rules"):
+        caution = given.pop("caution", None)
         if given:
             raise UsageError(f"the {name} backend takes no option {', '.join(flag_names(given))}")
         if name == "rules":
             from monet_cli.planners.auto import AutoPlanner
 
             return AutoPlanner()
-        from monet_cli.planners.learned import LearnedPlanner
+        from monet_cli.planners.learned import CAUTION, LearnedPlanner
 
-        return LearnedPlanner()
+        if caution is not None and str(caution).strip().lower() not in CAUTION:
+            raise UsageError(f"--caution {caution!r}: expected one of {', '.join(CAUTION)}")
+        return LearnedPlanner(caution=caution or "high")
     if name == "qwen":
         from monet_cli.planners.qwen import QwenPlanner
 

@@ -53,11 +53,24 @@ CANDIDATES: dict[str, tuple[str, ...]] = {
     "color": ("rules", "rules/2", "grey-edge/2", "grey-world/2"),
 }
 MIN_GAIN = 0.1  # ΔE2000: a candidate must be predicted to gain more than this, net of its risk
+# how much of a candidate's predicted error counts against its predicted gain (``--caution``):
+# high (the default) counts all of it, and holds back unless a gain is likely; medium and low
+# count half and a quarter, and correct more often at the price of more photos made worse
+# (the cross-validated table in the README reports all three)
+CAUTION: dict[str, float] = {"high": 1.0, "medium": 0.5, "low": 0.25}
 _F32 = np.float32
 
 
 class WeightsError(InputError):
     """The learned planner's weights file is missing, unreadable or inconsistent."""
+
+
+def caution_of(model: str | None) -> str | None:
+    """The caution a plan's recorded ``auto`` model name carries (``auto-v2+caution-low``), if any."""
+    if model and "+caution-" in model:
+        key = model.rsplit("+caution-", 1)[1]
+        return key if key in CAUTION else None
+    return None
 
 
 # ----------------------------------------------------------------------------- features
@@ -219,12 +232,13 @@ class StageModel:
         h = np.tanh(np.einsum("nf,kfh->knh", z, self.W1) + self.b1[:, None, :])
         return self.out_scale * (np.einsum("knh,kho->kno", h, self.W2) + self.b2[:, None, :])
 
-    def predict(self, x: np.ndarray) -> Prediction:
-        """The stage's prediction for one feature vector."""
+    def predict(self, x: np.ndarray, risk: float = 1.0) -> Prediction:
+        """The stage's prediction for one feature vector; ``risk``: the share of each predicted
+        error counted against its gain when choosing (:data:`CAUTION`)."""
         y = self.members(x)[:, 0, :]
         mu = y.mean(axis=0)
         s = self.calibration * y.std(axis=0)
-        return Prediction(self.outputs, mu, s, choose(self.outputs, mu, s))
+        return Prediction(self.outputs, mu, s, choose(self.outputs, mu, risk * s))
 
 
 @dataclass(frozen=True)
@@ -374,19 +388,26 @@ class LearnedPlanner:
     name = "auto"
     adapter: str | None = None
 
-    def __init__(self, weights=None, *, learned: LearnedModel | None = None):
+    def __init__(self, weights=None, *, learned: LearnedModel | None = None, caution: str = "high"):
         """``weights``: a weights file (default: the shipped one); ``learned``: a model in memory
-        (the cross-validation of ``benchmarks/auto_fit.py``)."""
+        (the cross-validation of ``benchmarks/auto_fit.py``); ``caution``: a key of
+        :data:`CAUTION`."""
+        key = (caution or "high").strip().lower()
+        if key not in CAUTION:
+            raise InputError(f"--caution {caution!r}: expected one of {', '.join(CAUTION)}")
+        self.caution = key
         if learned is None:
             learned = _cached_model(str(Path(weights) if weights is not None else weights_path()))
         self.learned = learned
-        self.model = learned.meta.get("name", "auto-v2")
+        # recorded in the plan, so that a re-plan of later stages (edit-stage) keeps the caution
+        self.model = learned.meta.get("name", "auto-v2") + ("" if key == "high" else f"+caution-{key}")
 
     def predict(self, stage: str, proxy: np.ndarray) -> tuple[Prediction, dict[str, dict], Measurements]:
         """The model's prediction for ``stage`` on a proxy, the candidate plans it scored, and
         the measurements it saw."""
         x, m, small, rules = features(proxy)
-        return self.learned.stages[stage].predict(x), candidates(stage, m, small, rules), m
+        return (self.learned.stages[stage].predict(x, CAUTION[self.caution]), candidates(stage, m, small, rules),
+                m)
 
     def plan_stage(self, stage: str, proxy: np.ndarray, *, style: str = "balanced",
                    instructions: str | None = None, previous: dict[str, StagePlan] | None = None) -> StagePlan:
@@ -402,18 +423,20 @@ class LearnedPlanner:
             n_photos = self.learned.meta.get("photos", "its")
             scored = (f"Predicted ΔE2000 gains towards the photo as it should look (the model fitted on "
                       f"{n_photos} photos' restoration puzzles): {_candidates_text(pred, plans)}.")
+            risk = CAUTION[self.caution]
+            net = "net of its risk" if risk == 1.0 else f"net of {risk:g} × its risk (caution {self.caution})"
             if pred.choice is not None:
                 chosen = plans[pred.choice]
                 for op, v in chosen.items():
                     proposals.setdefault(op, rules._Proposal(op)).add(
-                        v, f"{facts} {scored} The best net of its risk is {_DESCRIBE[pred.choice]}.",
+                        v, f"{facts} {scored} The best {net} is {_DESCRIBE[pred.choice]}.",
                         f"because {_why(op, v)}")
                 note = ""
             else:
-                best = int(np.argmax(pred.mu - pred.s))
+                best = int(np.argmax(pred.mu - risk * pred.s))
                 held.append(Reasoning(
                     "None", f"{facts} {scored}",
-                    f"Hold back: no candidate is predicted to gain more than {MIN_GAIN:.1f} ΔE net of its risk "
+                    f"Hold back: no candidate is predicted to gain more than {MIN_GAIN:.1f} ΔE {net} "
                     f"(the best, {_DESCRIBE[pred.outputs[best]]}, {pred.mu[best]:+.2f} ± {pred.s[best]:.2f}), so "
                     f"the photo is left as it is rather than risk making it worse."))
                 note = f"{facts} No change is predicted to help with confidence."
