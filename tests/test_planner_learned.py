@@ -220,6 +220,12 @@ def test_caution_option_is_checked_recorded_and_kept_by_a_replan(tmp_path):
     assert low.planner.model == "auto-v2+caution-low"
     text = " ".join(r.solution + r.issue for r in low.stages["lighting"].reasoning)
     assert "caution low" in text
+    # the colour stage keeps full caution whatever --caution says (module constant CAUTION_STAGES)
+    from monet_cli.planners.learned import risk_of
+
+    assert risk_of("low", "lighting") == 0.25 and risk_of("medium", "lighting") == 0.5
+    assert risk_of("low", "color") == 1.0
+    assert "caution" not in " ".join(r.solution + r.issue for r in low.stages["color"].reasoning)
 
 
 def test_candidates_are_the_documented_plans():

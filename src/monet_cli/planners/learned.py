@@ -54,10 +54,18 @@ CANDIDATES: dict[str, tuple[str, ...]] = {
 }
 MIN_GAIN = 0.1  # ΔE2000: a candidate must be predicted to gain more than this, net of its risk
 # how much of a candidate's predicted error counts against its predicted gain (``--caution``):
-# high (the default) counts all of it, and holds back unless a gain is likely; medium and low
-# count half and a quarter, and correct more often at the price of more photos made worse
-# (the cross-validated table in the README reports all three)
+# high counts all of it, and holds back unless a gain is likely; medium and low count half and
+# a quarter in the lighting stage, and correct more often at the price of more photos made
+# worse (the cross-validated table in the README reports all three). The colour stage always
+# counts all of it: on held-out puzzles its gains are too unpredictable for any less caution to
+# gain on average (-0.04 ΔE at a quarter, 0.00 at a half; benchmarks/auto_fit.py's puzzles).
 CAUTION: dict[str, float] = {"high": 1.0, "medium": 0.5, "low": 0.25}
+CAUTION_STAGES = ("lighting",)  # the stages --caution applies to
+
+
+def risk_of(caution: str, stage: str) -> float:
+    """The share of the predicted error counted against the gain in ``stage`` at ``caution``."""
+    return CAUTION[caution] if stage in CAUTION_STAGES else 1.0
 _F32 = np.float32
 
 
@@ -406,8 +414,8 @@ class LearnedPlanner:
         """The model's prediction for ``stage`` on a proxy, the candidate plans it scored, and
         the measurements it saw."""
         x, m, small, rules = features(proxy)
-        return (self.learned.stages[stage].predict(x, CAUTION[self.caution]), candidates(stage, m, small, rules),
-                m)
+        return (self.learned.stages[stage].predict(x, risk_of(self.caution, stage)),
+                candidates(stage, m, small, rules), m)
 
     def plan_stage(self, stage: str, proxy: np.ndarray, *, style: str = "balanced",
                    instructions: str | None = None, previous: dict[str, StagePlan] | None = None) -> StagePlan:
@@ -423,7 +431,7 @@ class LearnedPlanner:
             n_photos = self.learned.meta.get("photos", "its")
             scored = (f"Predicted ΔE2000 gains towards the photo as it should look (the model fitted on "
                       f"{n_photos} photos' restoration puzzles): {_candidates_text(pred, plans)}.")
-            risk = CAUTION[self.caution]
+            risk = risk_of(self.caution, stage)
             net = "net of its risk" if risk == 1.0 else f"net of {risk:g} × its risk (caution {self.caution})"
             if pred.choice is not None:
                 chosen = plans[pred.choice]
