@@ -41,8 +41,8 @@ for _var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("identity", "rules", "learned", "learned_medium", "learned_low", "autocontrast", "grey_world")
-HEADERS = {"identity": "identity", "rules": "rules", "learned": "learned (caution high)",
-           "learned_medium": "caution medium", "learned_low": "caution low", "autocontrast": "autocontrast",
+HEADERS = {"identity": "identity", "rules": "rules", "learned": "auto, caution high",
+           "learned_medium": "auto, medium (default)", "learned_low": "auto, low", "autocontrast": "autocontrast",
            "grey_world": "grey world"}
 
 
@@ -117,7 +117,7 @@ def score_photo(args) -> list[dict]:
     name, src, model, kinds, seeds = args
     ref8 = dg.working_to_srgb8(load_ref(src, 512))
     x0 = dg.srgb8_to_working(ref8)
-    planners = {"rules": AutoPlanner(), "learned": LearnedPlanner(learned=model),
+    planners = {"rules": AutoPlanner(), "learned": LearnedPlanner(learned=model, caution="high"),
                 "learned_medium": LearnedPlanner(learned=model, caution="medium"),
                 "learned_low": LearnedPlanner(learned=model, caution="low")}
     rows = []

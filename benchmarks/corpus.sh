@@ -2,8 +2,10 @@
 # Gather free-to-use photographs reachable on a Debian machine into a corpus folder for
 # monet-mini (benchmarks/mini.py): scikit-image's bundled colour photos and the photographic
 # wallpapers of the Debian packages mate-backgrounds (nature/), lomiri-wallpapers-16.04,
-# lomiri-wallpapers-20.04 and plasma-workspace-wallpapers (its photographs only, listed in
-# PLASMA below; the rest are illustrations) (installed with apt-get when missing). Images are
+# lomiri-wallpapers-20.04, plasma-workspace-wallpapers (its photographs only, listed in
+# PLASMA below; the rest are illustrations) and palapeli-data (the 5 photographs of its puzzle
+# collection, each with author and licence in its .desktop file) (installed with apt-get when
+# missing). Images are
 # copied, never committed; the KDE wallpapers (up to 5120 px) are saved as PNG shrunk to at
 # most 2048 px. Writes:
 #   OUT/train/*       photos for puzzles and training
@@ -15,7 +17,7 @@
 set -euo pipefail
 OUT=${1:?usage: benchmarks/corpus.sh OUT_DIR}
 PY=${PYTHON:-python3}
-PKGS="mate-backgrounds lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 plasma-workspace-wallpapers"
+PKGS="mate-backgrounds lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 plasma-workspace-wallpapers palapeli-data"
 # The photographs among plasma-workspace-wallpapers (folder names under /usr/share/wallpapers).
 PLASMA="FallenLeaf Path DarkestHour summer_1am EveningGlow Grey ColorfulCups OneStandsOut ColdRipple BytheWater"
 # Not photographs (illustrations, patterns, paintings): left out.
@@ -81,6 +83,18 @@ for pkg in pkgs:
             entries.append({"file": str(dst.relative_to(out)), "split": dst.parent.name, "source": f"Debian package {pkg}",
                             "path": str(images[-1]), "licence": meta.get("License", "see copyright file"),
                             "copyright": ", ".join(a.get("Name", "") for a in meta.get("Authors", [])) or None})
+        continue
+    if pkg == "palapeli-data":  # the puzzle collection: one .desktop per photo names its author and licence
+        for desk in sorted(Path("/usr/share/palapeli/collection").glob("*.desktop")):
+            info = dict(l.split("=", 1) for l in desk.read_text(encoding="utf-8").splitlines() if "=" in l)
+            src = desk.with_name(info.get("Image", desk.stem + ".jpg"))
+            if not src.is_file():
+                continue
+            dst = place(src, f"palapeli_{src.name}")
+            entries.append({"file": str(dst.relative_to(out)), "split": dst.parent.name, "source": f"Debian package {pkg}",
+                            "path": str(src), "licence": info.get("X-KDE-PluginInfo-License", "see copyright file"),
+                            "copyright": info.get("X-KDE-PluginInfo-Author") or None,
+                            "origin": info.get("X-KDE-PluginInfo-Website") or None})
         continue
     # Files: stanzas → (pattern, licence, copyright)
     stanzas = []

@@ -16,7 +16,7 @@ from monet_cli.metrics import mean_delta_e2000, psnr
 from monet_cli.plan import Reasoning, StagePlan
 from monet_cli.planners import STYLES, get_planner, make_proxy, plan_proxy
 from monet_cli.planners.auto import AutoPlanner, parse_instructions, solve_white_balance
-from monet_cli.reasoning import intensity_range, intensity_word, signed
+from monet_cli.reasoning import amount_phrase, intensity_range, intensity_word, signed
 from monet_cli.render import render_linear
 
 skimage_data = pytest.importorskip("skimage.data")
@@ -169,6 +169,12 @@ def test_intensity_legend(value, word):
         assert lo <= abs(value) <= hi
 
 
+def test_amount_phrase_takes_the_right_article():
+    assert amount_phrase(20) == "a slight amount"
+    assert amount_phrase(-95) == "an extremely intense amount"
+    assert amount_phrase(40) == "a moderate amount"
+
+
 def test_reasoning_words_match_values(photos, auto):
     plans = [plan_proxy(dg.save_like_8bit(dg.degrade(photos[n], k, 0)[0]), auto, style=s, instructions=i)
              for n, k, s, i in [("astronaut", "under+cool", "balanced", None), ("motorcycle", "warm", "vibrant", None),
@@ -184,7 +190,7 @@ def test_reasoning_words_match_values(photos, auto):
             assert {r.adjustment for r in sp.reasoning} == set(sp.adjustments)
             for r in sp.reasoning:
                 v = sp.adjustments[r.adjustment]
-                assert f"by a {intensity_word(v)} amount ({signed(v)}" in r.solution
+                assert f"by {amount_phrase(v)} ({signed(v)}" in r.solution
                 assert r.solution.startswith("Increase" if v > 0 else "Decrease")
                 assert r.issue
                 checked += 1

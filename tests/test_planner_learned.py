@@ -48,7 +48,7 @@ def test_shipped_model_loads_from_package_data_and_is_small():
 
 def test_default_backend_is_the_learned_planner_and_rules_stay_available():
     auto, rules = get_planner("auto"), get_planner("rules")
-    assert isinstance(auto, LearnedPlanner) and auto.name == "auto" and auto.model == "auto-v2"
+    assert isinstance(auto, LearnedPlanner) and auto.name == "auto" and auto.model == "auto-v2+caution-medium"
     assert rules.name == "rules"
     with pytest.raises(Exception, match="the rules backend takes no option --model"):
         get_planner("rules", model="x")
@@ -60,7 +60,7 @@ def test_plans_are_deterministic_and_grounded():
     b = plan_proxy(proxy, LearnedPlanner()).to_dict()
     a.pop("created"), b.pop("created")
     assert a == b
-    assert a["planner"]["backend"] == "auto" and a["planner"]["model"] == "auto-v2"
+    assert a["planner"]["backend"] == "auto" and a["planner"]["model"] == "auto-v2+caution-medium"
     for stage in STAGES:
         assert a["stages"][stage]["status"] in ("ok", "no_change") and a["stages"][stage]["reasoning"]
     text = " ".join(r["issue"] for r in a["stages"]["lighting"]["reasoning"])
@@ -207,8 +207,11 @@ def test_caution_option_is_checked_recorded_and_kept_by_a_replan(tmp_path):
     from monet_cli.planners.learned import caution_of
 
     assert get_planner("auto", caution="medium").model == "auto-v2+caution-medium"
-    assert get_planner("auto", caution="high").model == "auto-v2"
-    assert caution_of("auto-v2+caution-low") == "low" and caution_of("auto-v2") is None
+    assert get_planner("auto").model == "auto-v2+caution-medium"  # the default
+    assert get_planner("auto", caution="high").model == "auto-v2+caution-high"
+    assert caution_of("auto-v2+caution-low") == "low"
+    assert caution_of("auto-v2") == "high"  # planned before --caution existed
+    assert caution_of("something-else") is None
     with pytest.raises(UsageError, match="expected one of high, medium, low"):
         get_planner("auto", caution="reckless")
     with pytest.raises(UsageError, match="--caution is an option of the auto backend"):
@@ -246,8 +249,8 @@ def test_candidates_are_the_documented_plans():
 
 def test_held_back_stages_are_explained():
     proxy = _photo("coffee", 96) * np.float32(0.4)
-    sure = LearnedPlanner(learned=_tiny_model([[0, 0, 2.0, 0], [0, 0, 2.0, 0]]))  # grey: +2 ΔE, certain
-    unsure = LearnedPlanner(learned=_tiny_model([[-2, -2, 3.0, -2], [-2, -2, -1.0, -2]]))  # grey: +1 ± 2
+    sure = LearnedPlanner(learned=_tiny_model([[0, 0, 2.0, 0], [0, 0, 2.0, 0]]), caution="high")  # grey: +2, certain
+    unsure = LearnedPlanner(learned=_tiny_model([[-2, -2, 3.0, -2], [-2, -2, -1.0, -2]]), caution="high")  # +1 ± 2
     want = candidates("lighting", *features(proxy)[1:])["grey"]
     sp = sure.plan_stage("lighting", proxy)
     assert sp.adjustments == want and sp.adjustments["Exposure"] > 0
@@ -258,6 +261,11 @@ def test_held_back_stages_are_explained():
     assert sp.status == "no_change" and not sp.adjustments
     assert len(sp.reasoning) == 1 and sp.reasoning[0].solution.startswith("Hold back")
     assert "+1.00 ± 2.00" in sp.reasoning[0].solution and "median luminance" in sp.reasoning[0].issue
+    # at low caution a quarter of the error counts: +1 - 0.5 > 0.1, so the same prediction acts
+    bolder = LearnedPlanner(learned=_tiny_model([[-2, -2, 3.0, -2], [-2, -2, -1.0, -2]]), caution="low")
+    sp = bolder.plan_stage("lighting", proxy)
+    assert sp.adjustments == want
+    assert "The best net of 0.25 × its risk (caution low) is the exposure" in sp.reasoning[0].issue
 
 
 # ----------------------------------------------------------------------------- fitting

@@ -78,8 +78,14 @@ def signed(value: float) -> str:
     return f"{v:+d}" if v else "0"
 
 
+def amount_phrase(value: float) -> str:
+    """``"a slight amount"`` / ``"an extremely intense amount"``: the intensity word with its article."""
+    word = intensity_word(value)
+    return f"{'an' if word[0] in 'aeiou' else 'a'} {word} amount"
+
+
 def change_phrase(op: str, value: float, up: str = "Increase", down: str = "Decrease") -> str:
     """``"Increase Exposure by a slight amount (+20)"``: the verb follows the sign, the
     intensity word the magnitude."""
     verb = up if value > 0 else down
-    return f"{verb} {op} by a {intensity_word(value)} amount ({signed(value)})"
+    return f"{verb} {op} by {amount_phrase(value)} ({signed(value)})"

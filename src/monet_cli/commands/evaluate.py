@@ -254,9 +254,9 @@ def bench_restore_cmd(
                                                        "> 1: temperature the plans are sampled at (0 < T <= 2; "
                                                        "default: the preset's, 1)."),
     caution: Optional[str] = typer.Option(None, "--caution", help="auto: how sure it must be before it "
-                                          "changes a photo: high (default; it holds back unless a gain is likely), "
-                                          "medium or low (corrects more photos, and makes more of them worse: see "
-                                          "the README's cross-validated table)."),
+                                          "changes a photo: medium (default), high (holds back unless a gain is "
+                                          "likely: nearly never worse, rarely better) or low (corrects more photos "
+                                          "and makes more of them worse; see the README's cross-validated table)."),
     style: str = typer.Option("balanced", "--style", "-s", help="Style the backend plans with."),
     kinds: Optional[str] = typer.Option(None, "--kinds", help="Comma-separated degradations (default: all 8, "
                                                               "3 combinations and the 6 independent x- kinds): "
@@ -286,7 +286,7 @@ def bench_restore_cmd(
       monet bench restore --seeds 1 --kinds under,warm,flat --photos astronaut,coffee
       monet bench restore ~/best-shots/ --backend qwen --model monetgpt-7b --out bench/
       monet bench restore --markdown > restore-table.md
-      monet bench restore --caution medium
+      monet bench restore --caution high
     """
     from monet_cli.bench import DEFAULT_KINDS, load_references, run_restore, write_outputs
     from monet_cli.errors import UsageError

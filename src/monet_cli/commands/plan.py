@@ -79,9 +79,9 @@ def plan_cmd(
     instructions: Optional[str] = typer.Option(None, "--instructions", "-i",
                                                help='Free text, recorded in the plan, e.g. "warmer, brighter".'),
     caution: Optional[str] = typer.Option(None, "--caution", help="auto: how sure it must be before it "
-                                          "changes a photo: high (default; it holds back unless a gain is likely), "
-                                          "medium or low (corrects more photos, and makes more of them worse: see "
-                                          "the README's cross-validated table)."),
+                                          "changes a photo: medium (default), high (holds back unless a gain is "
+                                          "likely: nearly never worse, rarely better) or low (corrects more photos "
+                                          "and makes more of them worse; see the README's cross-validated table)."),
     model: Optional[str] = typer.Option(None, "--model", help="qwen/openai: a preset (`monet models list`), "
                                                               "a local folder or a downloaded hub id."),
     adapter: Optional[Path] = typer.Option(None, "--adapter", help="qwen: a peft LoRA/DoRA adapter folder."),
@@ -120,7 +120,7 @@ def plan_cmd(
       monet plan photo.tif
       monet plan shoot/ --recursive --jobs 2 --style vibrant
       monet plan 'shoot/*.CR2' --instructions "warmer, brighter" --json > plans.jsonl
-      monet plan badly-exposed/ --caution medium
+      monet plan badly-exposed/ --caution low
       monet plan photo.jpg --backend qwen --model monetgpt-7b --quant 4bit
       monet plan photo.jpg --backend qwen --model ~/weights/monetGPT --value-map monetgpt-7b
       monet plan photo.jpg --backend qwen --model runs/mini/run-puzzles --samples 16 --consensus medoid

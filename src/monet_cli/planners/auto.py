@@ -69,7 +69,7 @@ from monet_cli.measure import (
     measure,
 )
 from monet_cli.plan import Reasoning, StagePlan
-from monet_cli.reasoning import intensity_word, signed
+from monet_cli.reasoning import amount_phrase, signed
 
 GREY = cs.MIDDLE_GREY
 
@@ -291,7 +291,7 @@ def _finish(proposals: dict[str, _Proposal], none_issue: str, none_solution: str
         goals = [g for _, _, g in p.parts if g]
         unit = _unit(op, v)
         verb = "Increase" if v > 0 else "Decrease"
-        solution = f"{verb} {op} by a {intensity_word(v)} amount ({signed(v)}" + (f", {unit})" if unit else ")")
+        solution = f"{verb} {op} by {amount_phrase(v)} ({signed(v)}" + (f", {unit})" if unit else ")")
         if goals:
             solution += " " + "; ".join(goals)
         reasoning.append(Reasoning(op, issue, solution + "."))

@@ -54,12 +54,14 @@ CANDIDATES: dict[str, tuple[str, ...]] = {
 }
 MIN_GAIN = 0.1  # ΔE2000: a candidate must be predicted to gain more than this, net of its risk
 # how much of a candidate's predicted error counts against its predicted gain (``--caution``):
-# high counts all of it, and holds back unless a gain is likely; medium and low count half and
-# a quarter in the lighting stage, and correct more often at the price of more photos made
-# worse (the cross-validated table in the README reports all three). The colour stage always
-# counts all of it: on held-out puzzles its gains are too unpredictable for any less caution to
-# gain on average (-0.04 ΔE at a quarter, 0.00 at a half; benchmarks/auto_fit.py's puzzles).
+# high counts all of it, and holds back unless a gain is likely; medium (the default) and low
+# count half and a quarter in the lighting stage, and correct more often at the price of more
+# photos made a little worse (the cross-validated table in the README reports all three, and
+# why medium is the default). The colour stage always counts all of it: on held-out puzzles its
+# gains are too unpredictable for any less caution to gain on average (-0.04 ΔE at a quarter,
+# 0.00 at a half; benchmarks/auto_fit.py's puzzles).
 CAUTION: dict[str, float] = {"high": 1.0, "medium": 0.5, "low": 0.25}
+DEFAULT_CAUTION = "medium"
 CAUTION_STAGES = ("lighting",)  # the stages --caution applies to
 
 
@@ -74,11 +76,13 @@ class WeightsError(InputError):
 
 
 def caution_of(model: str | None) -> str | None:
-    """The caution a plan's recorded ``auto`` model name carries (``auto-v2+caution-low``), if any."""
+    """The caution a plan's recorded ``auto`` model name carries (``auto-v2+caution-low``); a
+    bare ``auto-v2`` was planned before ``--caution`` existed, at what is now ``high``; None
+    for any other name."""
     if model and "+caution-" in model:
         key = model.rsplit("+caution-", 1)[1]
         return key if key in CAUTION else None
-    return None
+    return "high" if model == "auto-v2" else None
 
 
 # ----------------------------------------------------------------------------- features
@@ -396,11 +400,11 @@ class LearnedPlanner:
     name = "auto"
     adapter: str | None = None
 
-    def __init__(self, weights=None, *, learned: LearnedModel | None = None, caution: str = "high"):
+    def __init__(self, weights=None, *, learned: LearnedModel | None = None, caution: str = DEFAULT_CAUTION):
         """``weights``: a weights file (default: the shipped one); ``learned``: a model in memory
         (the cross-validation of ``benchmarks/auto_fit.py``); ``caution``: a key of
         :data:`CAUTION`."""
-        key = (caution or "high").strip().lower()
+        key = (caution or DEFAULT_CAUTION).strip().lower()
         if key not in CAUTION:
             raise InputError(f"--caution {caution!r}: expected one of {', '.join(CAUTION)}")
         self.caution = key
@@ -408,7 +412,7 @@ class LearnedPlanner:
             learned = _cached_model(str(Path(weights) if weights is not None else weights_path()))
         self.learned = learned
         # recorded in the plan, so that a re-plan of later stages (edit-stage) keeps the caution
-        self.model = learned.meta.get("name", "auto-v2") + ("" if key == "high" else f"+caution-{key}")
+        self.model = f"{learned.meta.get('name', 'auto-v2')}+caution-{key}"
 
     def predict(self, stage: str, proxy: np.ndarray) -> tuple[Prediction, dict[str, dict], Measurements]:
         """The model's prediction for ``stage`` on a proxy, the candidate plans it scored, and
