@@ -15,9 +15,10 @@ gain of each candidate measured against the undegraded photo (:mod:`monet_cli.au
 
 "First, do no harm": each predicted gain comes with a predicted error ``s`` — the spread of
 the ensemble members, times a factor calibrated on the photos each member never saw
-(out-of-bag). The candidate with the best ``gain − s`` is kept only when that is above
+(out-of-bag). The candidate with the best ``gain − r·s`` is kept only when that is above
 :data:`MIN_GAIN`; otherwise the stage makes no change, and the reasoning says that it held
-back and why. So the planner learns *when* a correction helps, which is where the hand-set
+back and why. ``r`` is the ``--caution`` (:data:`CAUTION`, :func:`risk_of`): 0.5 in the
+lighting stage by default, 1 at ``high``, 0.25 at ``low``; always 1 in the colour stage. So the planner learns *when* a correction helps, which is where the hand-set
 rules failed on photos they were not tuned on (a high-key photo read as over-exposed, a warm
 scene neutralised).
 
