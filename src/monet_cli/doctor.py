@@ -4,9 +4,10 @@
 platform; the versions of torch, transformers, peft, accelerate, bitsandbytes (each
 ``None`` when missing); CUDA and every GPU's name and memory; whether bitsandbytes'
 4-bit works here; the Hugging Face cache and offline setting; which presets have their
-weights on disk (and what is missing); which render kernel ``monet apply`` uses (the C kernel,
-where it is cached and how long it took to load, or why numba's is used instead); and, unless ``smoke=False``, a full three-stage plan
-of a synthetic photo by the tiny random Qwen2-VL (built in a temporary folder), on the GPU
+weights on disk (and what is missing); which render kernel ``monet apply`` uses (the C
+kernel, where it is cached and how long it took to load, or why numba's is used instead);
+and, unless ``smoke=False``, a full three-stage plan of a synthetic photo by the tiny random
+Qwen2-VL (built in a temporary folder), on the GPU
 in 4-bit when there is one, else on the CPU. The smoke plan checks the machinery (load,
 generate, protocol, sidecar), not the answer: the tiny model's stages end ``failed``.
 """
@@ -55,7 +56,8 @@ def gpu_info() -> dict:
 
 def render_kernel_info() -> dict:
     """``{"choice", "kernel", "library", "threads", "load_s", "fallback_reason"}``: the kernel
-    :func:`monet_cli.render.kernel` picks here, without rendering anything."""
+    :func:`monet_cli.render.kernel` picks here (choosing it builds or loads the C kernel; the
+    time it took is ``load_s``), and why not the C kernel when it is not."""
     from monet_cli import _ckernel
     from monet_cli.errors import InputError
     from monet_cli.render import kernel
@@ -63,22 +65,19 @@ def render_kernel_info() -> dict:
     info: dict = {"choice": os.environ.get("MONET_KERNEL", "auto").strip().lower() or "auto",
                   "kernel": None, "library": None, "threads": _ckernel.threads(), "load_s": None,
                   "fallback_reason": None}
-    if info["choice"] != "numba":
-        try:
-            info["library"] = str(_ckernel.library_path())
-        except _ckernel.KernelUnavailable as e:
-            info["fallback_reason"] = str(e)
-        if info["library"]:
-            try:
-                _ckernel.load()
-            except _ckernel.KernelUnavailable as e:
-                info["fallback_reason"] = str(e)
     t0 = time.perf_counter()
     try:
         info["kernel"] = kernel()[0]
     except InputError as e:
         info["error"] = str(e)
     info["load_s"] = round(time.perf_counter() - t0, 3)
+    if info["kernel"] == "c":
+        info["library"] = str(_ckernel.library_path())
+    elif info["choice"] != "numba":
+        try:  # the reason the C kernel was passed over (a failed build is not cached: it is retried)
+            _ckernel.load()
+        except _ckernel.KernelUnavailable as e:
+            info["fallback_reason"] = str(e)
     return info
 
 

@@ -217,9 +217,9 @@ def get_planner(backend: str = "auto", **options) -> StagePlanner:
 
     Options given as ``None`` are ignored, so a CLI may pass its defaults through. ``auto``
     (the learned embedded planner, :mod:`monet_cli.planners.learned`) takes ``caution``
-    (high, medium — the default —, low); ``rules`` (the analytic one it replaced, :mod:`monet_cli.planners.auto`)
-    takes none; ``qwen`` takes ``model``, ``adapter``, ``quant``, ``concurrency``, … (see
-    :class:`~monet_cli.planners.qwen.QwenPlanner`); ``openai`` takes ``model``, ``endpoint``,
+    (high, medium — the default —, low); ``rules`` (the analytic one it replaced,
+    :mod:`monet_cli.planners.auto`) takes none; ``qwen`` takes ``model``, ``adapter``,
+    ``quant``, ``concurrency``, … (see :class:`~monet_cli.planners.qwen.QwenPlanner`); ``openai`` takes ``model``, ``endpoint``,
     ``concurrency``, … (see :class:`~monet_cli.planners.openai.OpenAIPlanner`). A qwen model
     is loaded once per process and shared by every planner asking for it.
     """
@@ -235,11 +235,9 @@ def get_planner(backend: str = "auto", **options) -> StagePlanner:
             from monet_cli.planners.auto import AutoPlanner
 
             return AutoPlanner()
-        from monet_cli.planners.learned import CAUTION, DEFAULT_CAUTION, LearnedPlanner
+        from monet_cli.planners.learned import LearnedPlanner
 
-        if caution is not None and str(caution).strip().lower() not in CAUTION:
-            raise UsageError(f"--caution {caution!r}: expected one of {', '.join(CAUTION)}")
-        return LearnedPlanner(caution=caution or DEFAULT_CAUTION)
+        return LearnedPlanner(caution=caution)
     if name == "qwen":
         from monet_cli.planners.qwen import QwenPlanner
 

@@ -18,9 +18,10 @@ the ensemble members, times a factor calibrated on the photos each member never 
 (out-of-bag). The candidate with the best ``gain − r·s`` is kept only when that is above
 :data:`MIN_GAIN`; otherwise the stage makes no change, and the reasoning says that it held
 back and why. ``r`` is the ``--caution`` (:data:`CAUTION`, :func:`risk_of`): 0.5 in the
-lighting stage by default, 1 at ``high``, 0.25 at ``low``; always 1 in the colour stage. So the planner learns *when* a correction helps, which is where the hand-set
-rules failed on photos they were not tuned on (a high-key photo read as over-exposed, a warm
-scene neutralised).
+lighting stage by default, 1 at ``high``, 0.25 at ``low``; always 1 in the colour stage. So
+the planner learns *when* a correction helps, which is where the hand-set rules failed on
+photos they were not tuned on (a high-key photo read as over-exposed, a warm scene
+neutralised).
 
 The HSL stage makes no correction of its own: the analytic rule (tone down a single band
 pinned to the gamut edge) made photos worse more often than better in the cross-validation, so
@@ -41,7 +42,7 @@ import numpy as np
 
 from monet_cli import colorspaces as cs
 from monet_cli.catalog import catalog
-from monet_cli.errors import InputError
+from monet_cli.errors import InputError, UsageError
 from monet_cli.measure import Measurements, area_downscale, lstar, measure
 from monet_cli.plan import Reasoning, StagePlan
 
@@ -69,6 +70,8 @@ CAUTION_STAGES = ("lighting",)  # the stages --caution applies to
 def risk_of(caution: str, stage: str) -> float:
     """The share of the predicted error counted against the gain in ``stage`` at ``caution``."""
     return CAUTION[caution] if stage in CAUTION_STAGES else 1.0
+
+
 _F32 = np.float32
 
 
@@ -407,7 +410,7 @@ class LearnedPlanner:
         :data:`CAUTION`."""
         key = (caution or DEFAULT_CAUTION).strip().lower()
         if key not in CAUTION:
-            raise InputError(f"--caution {caution!r}: expected one of {', '.join(CAUTION)}")
+            raise UsageError(f"--caution {caution!r}: expected one of {', '.join(CAUTION)}")
         self.caution = key
         if learned is None:
             learned = _cached_model(str(Path(weights) if weights is not None else weights_path()))
