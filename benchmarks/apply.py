@@ -38,12 +38,6 @@ from pathlib import Path
 import numpy as np
 
 
-def _ckernel_threads() -> int:
-    from monet_cli._ckernel import threads
-
-    return threads()
-
-
 def make_photo(width: int, height: int) -> np.ndarray:
     """A 16-bit sRGB photo-like image: a real photo (scikit-image) tiled and upscaled, with noise."""
     try:
@@ -143,7 +137,7 @@ def breakdown(src: Path, plan_path: Path, work: Path, monet: str) -> dict:
 
 def batch(src: Path, plan_path: Path, work: Path, monet: str, n: int) -> dict:
     """Photos per second over ``n`` copies of ``src`` in one folder: monet (-j 1, -j 2) and
-    darktable-cli on the same folder, in this run."""
+    darktable-cli and rawtherapee-cli on the same folder, in this run."""
     folder = work / "batch"
     folder.mkdir()
     for i in range(n):
@@ -156,21 +150,20 @@ def batch(src: Path, plan_path: Path, work: Path, monet: str, n: int) -> dict:
         res[f"monet_j{jobs}"] = {"seconds": round(wall, 2), "photos_per_s": round(n / wall, 3),
                                  "peak_rss_mib": round(rss), "rc": rc}
         shutil.rmtree(out, ignore_errors=True)
-    if shutil.which("darktable-cli"):
-        out = work / "batch-out-dt"
+    peers = {"darktable-cli": lambda out: ["darktable-cli", str(folder), str(out), "--out-ext", "tif", "--core",
+                                           "--configdir", str(work / "dt-conf-batch"),
+                                           "--conf", "plugins/imageio/format/tiff/bpp=16"],
+             "rawtherapee-cli": lambda out: ["rawtherapee-cli", "-o", str(out), "-t", "-b16", "-d", "-Y", "-c",
+                                             str(folder)]}
+    for name, cmd in peers.items():
+        if not shutil.which(name):
+            continue
+        out = work / f"batch-out-{name}"
         out.mkdir()
-        wall, rss, rc = time_process(["darktable-cli", str(folder), str(out), "--out-ext", "tif", "--core", "--configdir",
-                                      str(work / "dt-conf-batch"), "--conf", "plugins/imageio/format/tiff/bpp=16"])
+        wall, rss, rc = time_process(cmd(out))
         made = len(list(out.glob("*.tif")))
-        res["darktable-cli"] = {"seconds": round(wall, 2), "photos_per_s": round(made / wall, 3) if made else 0.0,
-                                "written": made, "peak_rss_mib": round(rss), "rc": rc}
-    if shutil.which("rawtherapee-cli"):
-        out = work / "batch-out-rt"
-        out.mkdir()
-        wall, rss, rc = time_process(["rawtherapee-cli", "-o", str(out), "-t", "-b16", "-d", "-Y", "-c", str(folder)])
-        made = len(list(out.glob("*.tif")))
-        res["rawtherapee-cli"] = {"seconds": round(wall, 2), "photos_per_s": round(made / wall, 3) if made else 0.0,
-                                  "written": made, "peak_rss_mib": round(rss), "rc": rc}
+        res[name] = {"seconds": round(wall, 2), "photos_per_s": round(made / wall, 3) if made else 0.0,
+                     "written": made, "peak_rss_mib": round(rss), "rc": rc}
     shutil.rmtree(folder, ignore_errors=True)
     return res
 
@@ -187,6 +180,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from monet_cli import colorspaces as cs
+    from monet_cli._ckernel import threads
     from monet_cli.apply import apply_plan
     from monet_cli.images import Image, read_image, write_image
     from monet_cli.plan import Plan
@@ -260,7 +254,7 @@ def main() -> int:
     best = min(e2e, key=lambda s: s["total"])
     result = {
         "megapixels": round(mp, 1),
-        "threads": _ckernel_threads(),
+        "threads": threads(),
         "render_s": round(min(render_s), 3),
         "end_to_end_in_process_s": round(best["total"], 3),
         "read_s": round(best["read"], 3),
@@ -317,13 +311,10 @@ def main() -> int:
                 v = bt[k]
                 print(f"  {k:<25} {v['photos_per_s']:.3f}/s ({v['seconds']:.1f} s, peak RSS {v['peak_rss_mib']} MiB, "
                       f"rc {v['rc']})")
-        if "darktable-cli" in bt and bt["darktable-cli"]["photos_per_s"]:
-            best_m = max(bt["monet_j1"]["photos_per_s"], bt["monet_j2"]["photos_per_s"])
-            print(f"  monet / darktable-cli     {best_m / bt['darktable-cli']['photos_per_s']:.1f}× its throughput "
-                  f"(target >= 4)")
-        if "rawtherapee-cli" in bt and bt["rawtherapee-cli"]["photos_per_s"]:
-            best_m = max(bt["monet_j1"]["photos_per_s"], bt["monet_j2"]["photos_per_s"])
-            print(f"  monet / rawtherapee-cli   {best_m / bt['rawtherapee-cli']['photos_per_s']:.1f}× its throughput")
+        best_m = max(bt["monet_j1"]["photos_per_s"], bt["monet_j2"]["photos_per_s"])
+        for name, target in (("darktable-cli", " (target >= 4)"), ("rawtherapee-cli", "")):
+            if name in bt and bt[name]["photos_per_s"]:
+                print(f"  monet / {name:<17} {best_m / bt[name]['photos_per_s']:.1f}× its throughput{target}")
     return 0
 
 
