@@ -84,23 +84,28 @@ class Server:
                     action = outer.script.pop(0) if outer.script else outer.default
                     outer.in_flight += 1
                     outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
+                # A request is in flight until its reply is ready, not until the reply is sent:
+                # the client frees its slot when the reply arrives and may send the next request
+                # before this thread is back from the write.
                 try:
                     if isinstance(action, tuple) and action[0] == "sleep":
                         time.sleep(action[1])
-                        self._send(200, chat_reply("{}"))
+                        reply = (200, chat_reply("{}"), None)
                     elif isinstance(action, tuple) and action[0] == "status":
-                        self._send(action[1], {"error": {"message": f"scripted {action[1]}"}}, action[2])
+                        reply = (action[1], {"error": {"message": f"scripted {action[1]}"}}, action[2])
                     elif isinstance(action, int):
-                        self._send(action, {"error": {"message": f"scripted {action}"}})
+                        reply = (action, {"error": {"message": f"scripted {action}"}}, None)
                     elif callable(action):
-                        self._send(200, action(body))
+                        reply = (200, action(body), None)
                     else:
-                        self._send(200, action)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
+                        reply = (200, action, None)
                 finally:
                     with outer.lock:
                         outer.in_flight -= 1
+                try:
+                    self._send(*reply)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
