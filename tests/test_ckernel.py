@@ -87,6 +87,39 @@ def test_no_compiler_falls_back_to_numba_or_fails_when_c_is_required(monkeypatch
         render.kernel.cache_clear()
 
 
+@pytest.mark.skipif(not _ckernel.TUNE, reason="no tuned x86-64 build on this machine")
+def test_a_compiler_refusing_the_tuned_flags_gets_the_plain_build_with_equal_results(monkeypatch, tmp_path):
+    import shutil
+    import stat
+
+    real = shutil.which("cc")
+    if real is None:
+        pytest.skip("no cc on PATH")
+    log = tmp_path / "calls"
+    fussy = tmp_path / "fussy-cc"  # an old compiler: neither -mtune=native nor target_clones
+    fussy.write_text(f'#!/bin/sh\necho "$*" >> {log}\n'
+                     'case " $* " in *" -mtune=native "*) echo "unknown option -mtune=native" >&2; exit 1;; esac\n'
+                     f'exec {real} "$@"\n')
+    fussy.chmod(fussy.stat().st_mode | stat.S_IEXEC)
+    rng = np.random.default_rng(7)
+    prog = render.compile_program(render.validate_values({"Exposure": 12, "Contrast": -30, "Blacks": 20,
+                                                          "Temperature": 25, "HueAdjustmentOrange": 40,
+                                                          "SaturationAdjustmentBlue": -50}))
+    src = rng.integers(0, 65536, (93, 301, 3)).astype(np.uint16)  # rows longer than a block
+    tuned = _run(monkeypatch, "c", prog, src, np.uint16)
+    monkeypatch.setenv("MONET_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CC", str(fussy))
+    _ckernel.load.cache_clear()
+    try:
+        plain = _run(monkeypatch, "c", prog, src, np.uint16)
+    finally:
+        _ckernel.load.cache_clear()
+    calls = log.read_text().splitlines()
+    assert len(calls) == 2 and "-mtune=native" in calls[0] and "-DMONET_NO_CLONES" in calls[1]
+    assert len(list((tmp_path / "cache").glob("render-kernel-*.so"))) == 1
+    assert np.array_equal(tuned, plain)  # the clones and the plain build compute the same codes
+
+
 def test_bad_arrays_are_refused_before_the_c_call():
     src = np.zeros((4, 4, 3), np.uint16)
     eye = np.eye(3, dtype=np.float32)
