@@ -401,3 +401,43 @@ def test_an_apply_process_ends_fast_with_everything_flushed_and_the_right_code(t
     assert leftovers(tmp_path) == []
     again = run("apply", tmp_path / "p0.jpg", plan_json, "-o", out / "p0.monet.jpg")
     assert again.returncode == 1 and "output exists" in again.stderr
+
+
+def test_apply_batch_has_two_photos_in_flight_by_default_where_there_are_two_cpus(tmp_path, plan_json, monkeypatch):
+    import threading
+
+    import monet_cli.apply as apply_mod
+    from monet_cli.batch import default_jobs
+    from monet_cli.cli import main
+
+    d = _folder(tmp_path, n=4, corrupt=False)
+    real = apply_mod.apply_photo
+    lock = threading.Lock()
+    state = {"now": 0, "most": 0}
+    meet = threading.Barrier(2, timeout=20)  # the first two photos wait for each other when two are in flight
+
+    def counting(photo, **kw):
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+            first_two = state["most"] <= 2 and photo.name in ("p0.jpg", "p1.jpg")
+        try:
+            if first_two and state["jobs"] == 2:
+                meet.wait()
+            return real(photo, **kw)
+        finally:
+            with lock:
+                state["now"] -= 1
+
+    monkeypatch.setattr(apply_mod, "apply_photo", counting)
+    for threads, args, jobs in (("2", [], 2), ("1", [], 1), ("2", ["-j", "1"], 1)):
+        monkeypatch.setenv("MONET_THREADS", threads)
+        assert default_jobs(5) == int(threads) and default_jobs(1) == 1
+        state.update(now=0, most=0, jobs=jobs)
+        out = tmp_path / f"out-{threads}-{len(args)}"
+        with pytest.raises(SystemExit) as e:
+            main(["apply", str(d), str(plan_json), "--out-dir", str(out), "--quiet", *args])
+        assert e.value.code == 0
+        assert state["most"] == jobs, (threads, args)
+        assert sorted(f.name for f in out.iterdir()) == ["p0.monet.jpg", "p1.monet.jpg", "p2.monet.jpg",
+                                                         "p3.monet.jpg"]

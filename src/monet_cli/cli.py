@@ -109,7 +109,10 @@ def apply_cmd(
     depth: Optional[int] = typer.Option(None, "--depth", help="Output bits per channel: 8, 16 or 32 (float TIFF)."),
     sidecar_dir: Optional[Path] = typer.Option(None, "--sidecar-dir", help="Where the sidecars live."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
-    jobs: int = typer.Option(1, "--jobs", "-j", help="Photos rendered at once (each render already uses all cores)."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Photos in flight at once. Default: 2 where "
+                                       "there are 2 or more CPUs, so that one photo is read or written while "
+                                       "another renders (each render uses all cores); -j 1 holds one photo in "
+                                       "memory."),
     value_map: Optional[str] = typer.Option(None, "--value-map", help="With a plan file: take its values as this "
                                             "model preset's (e.g. monetgpt-7b for the flat dict the published "
                                             "MonetGPT code writes) and render them through its value map."),
@@ -175,6 +178,10 @@ def apply_cmd(
 
     global _FAST_EXIT
     _FAST_EXIT = True  # main() may skip the interpreter's teardown once this command is done
+    if jobs is None:
+        from monet_cli.batch import default_jobs
+
+        jobs = default_jobs(len(photos))
     summary = run_batch(photos, job, jobs=jobs, verb="rendering", quiet=quiet, as_json=as_json,
                         console=con, missing=missing, output_dirs=[d for d in (out_dir, sidecar_dir) if d],
                         silent=single and not as_json)
