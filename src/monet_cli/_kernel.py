@@ -65,17 +65,21 @@ def _f32_bits(typingctx, x):
     return sig, codegen
 
 
+BLOCK = 256  # pixels per step; each step is a branch-free loop that LLVM vectorises
+
+
 @numba.njit(fastmath=True, inline="always", cache=True)
 def _log_index(v, n):
-    """Entry and fraction of positive float32 ``v`` in a bit-indexed table of ``n`` + 1 points."""
+    """Entry and fraction of float32 ``v`` in a bit-indexed table of ``n`` + 1 points (below
+    it: 0, 0; above it: the last interval, 1); selects, not branches, for vectorised loops."""
     bits = _f32_bits(np.float32(v))
     t = (bits >> _SHIFT) - _BASE
-    if t < 0:
-        return 0, np.float32(0.0)
-    if t >= n:
-        return n - 1, np.float32(1.0)
     f = np.float32(bits & ((1 << _SHIFT) - 1)) * np.float32(1.0 / (1 << _SHIFT))
-    return t, f
+    lo = t < 0
+    hi = t >= n
+    i = np.int32(0) if lo else (np.int32(n - 1) if hi else np.int32(t))
+    f = np.float32(0.0) if lo else (np.float32(1.0) if hi else f)
+    return i, f
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
@@ -89,6 +93,9 @@ def render_kernel(src, dst, decode_lut, m_in, luma, tone_on, tone_ratio, tone_pe
     :func:`log_table_points`). ``encode_lut``: bit-indexed table on the linear output value
     in [2^-24, 1] giving the encoded value in [0, 1] (empty for float output, which then
     stays linear). ``out_max``: 255 or 65535.
+
+    Each row goes through in blocks of :data:`BLOCK` pixels, one step at a time over the
+    block, every step without branches, as in the C kernel (``_ckernel.c``).
     """
     H, W = src.shape[0], src.shape[1]
     use_decode = decode_lut.shape[0] > 0
@@ -98,56 +105,63 @@ def render_kernel(src, dst, decode_lut, m_in, luma, tone_on, tone_ratio, tone_pe
     n_h = hsl_lut.shape[0]
     inv_sqrt3 = np.float32(1.0 / math.sqrt(3.0))
     l0, l1, l2 = luma[0], luma[1], luma[2]
+    q_max = np.int32(out_max)
     for y in numba.prange(H):
-        for x in range(W):
+        R = np.empty(BLOCK, np.float32)
+        G = np.empty(BLOCK, np.float32)
+        B = np.empty(BLOCK, np.float32)
+        for x0 in range(0, W, BLOCK):
+            n = min(BLOCK, W - x0)
             if use_decode:
-                r0 = decode_lut[np.int64(src[y, x, 0])]
-                g0 = decode_lut[np.int64(src[y, x, 1])]
-                b0 = decode_lut[np.int64(src[y, x, 2])]
+                for k in range(n):
+                    R[k] = decode_lut[np.int64(src[y, x0 + k, 0])]
+                    G[k] = decode_lut[np.int64(src[y, x0 + k, 1])]
+                    B[k] = decode_lut[np.int64(src[y, x0 + k, 2])]
             else:
-                r0 = np.float32(src[y, x, 0])
-                g0 = np.float32(src[y, x, 1])
-                b0 = np.float32(src[y, x, 2])
-            r = m_in[0, 0] * r0 + m_in[0, 1] * g0 + m_in[0, 2] * b0
-            g = m_in[1, 0] * r0 + m_in[1, 1] * g0 + m_in[1, 2] * b0
-            b = m_in[2, 0] * r0 + m_in[2, 1] * g0 + m_in[2, 2] * b0
-
+                for k in range(n):
+                    R[k] = np.float32(src[y, x0 + k, 0])
+                    G[k] = np.float32(src[y, x0 + k, 1])
+                    B[k] = np.float32(src[y, x0 + k, 2])
+            for k in range(n):
+                r0, g0, b0 = R[k], G[k], B[k]
+                R[k] = m_in[0, 0] * r0 + m_in[0, 1] * g0 + m_in[0, 2] * b0
+                G[k] = m_in[1, 0] * r0 + m_in[1, 1] * g0 + m_in[1, 2] * b0
+                B[k] = m_in[2, 0] * r0 + m_in[2, 1] * g0 + m_in[2, 2] * b0
             if tone_on:
-                Y = l0 * r + l1 * g + l2 * b
-                i, f = _log_index(Y, n_tone)
-                ratio = tone_ratio[i] + f * (tone_ratio[i + 1] - tone_ratio[i])
-                ped = tone_pedestal[i] + f * (tone_pedestal[i + 1] - tone_pedestal[i])
-                r = r * ratio + ped
-                g = g * ratio + ped
-                b = b * ratio + ped
-
+                for k in range(n):
+                    r, g, b = R[k], G[k], B[k]
+                    i, f = _log_index(l0 * r + l1 * g + l2 * b, n_tone)
+                    ratio = tone_ratio[i] + f * (tone_ratio[i + 1] - tone_ratio[i])
+                    ped = tone_pedestal[i] + f * (tone_pedestal[i + 1] - tone_pedestal[i])
+                    R[k] = r * ratio + ped
+                    G[k] = g * ratio + ped
+                    B[k] = b * ratio + ped
             if color_on:
-                r1 = m_col[0, 0] * r + m_col[0, 1] * g + m_col[0, 2] * b
-                g1 = m_col[1, 0] * r + m_col[1, 1] * g + m_col[1, 2] * b
-                b1 = m_col[2, 0] * r + m_col[2, 1] * g + m_col[2, 2] * b
-                r, g, b = r1, g1, b1
-
+                for k in range(n):
+                    r, g, b = R[k], G[k], B[k]
+                    R[k] = m_col[0, 0] * r + m_col[0, 1] * g + m_col[0, 2] * b
+                    G[k] = m_col[1, 0] * r + m_col[1, 1] * g + m_col[1, 2] * b
+                    B[k] = m_col[2, 0] * r + m_col[2, 1] * g + m_col[2, 2] * b
             if hsl_on:
-                mx = max(r, g, b)
-                mn = min(r, g, b)
-                c = mx - mn
-                if c > 1e-12:
-                    inv_c = np.float32(HUE_STEPS) / c
-                    if mx == r:
-                        t = (g - b) * inv_c
-                        if t < 0:
-                            t += np.float32(6 * HUE_STEPS)
-                    elif mx == g:
-                        t = (b - r) * inv_c + np.float32(2 * HUE_STEPS)
-                    else:
-                        t = (r - g) * inv_c + np.float32(4 * HUE_STEPS)
-                    i = np.int64(t)
+                for k in range(n):
+                    r, g, b = R[k], G[k], B[k]
+                    mx = max(r, g, b)
+                    c = mx - min(r, g, b)
+                    on = c > 1e-12  # false for NaN too: such pixels pass unchanged
+                    inv_c = np.float32(HUE_STEPS) / (c if on else np.float32(1.0))
+                    rmax = mx == r
+                    gmax = (not rmax) and mx == g
+                    num = (g - b) if rmax else ((b - r) if gmax else (r - g))
+                    off = np.float32(0.0) if rmax else (np.float32(2 * HUE_STEPS) if gmax
+                                                        else np.float32(4 * HUE_STEPS))
+                    t = num * inv_c + off
+                    t = t + np.float32(6 * HUE_STEPS) if t < 0 else t
+                    # in [0, 6 * HUE_STEPS] for finite input; anything else reads entry 0
+                    t = t if (t >= 0 and t <= np.float32(6 * HUE_STEPS)) else np.float32(0.0)
+                    i = np.int32(t)
                     f = t - np.float32(i)
-                    if i >= n_h:
-                        i -= n_h
-                    j = i + 1
-                    if j >= n_h:
-                        j = 0
+                    i = i - n_h if i >= n_h else i
+                    j = np.int32(0) if i + 1 >= n_h else i + 1
                     cs = hsl_lut[i, 0] + f * (hsl_lut[j, 0] - hsl_lut[i, 0])
                     sn = hsl_lut[i, 1] + f * (hsl_lut[j, 1] - hsl_lut[i, 1])
                     chroma = hsl_lut[i, 2] + f * (hsl_lut[j, 2] - hsl_lut[i, 2])
@@ -156,42 +170,38 @@ def render_kernel(src, dst, decode_lut, m_in, luma, tone_on, tone_ratio, tone_pe
                     dr, dg, db = r - Y, g - Y, b - Y
                     # Rodrigues' rotation about the neutral axis (1, 1, 1)/sqrt(3)
                     dot = (dr + dg + db) * inv_sqrt3 * (np.float32(1.0) - cs) * inv_sqrt3
-                    xr = (db - dg) * inv_sqrt3
-                    xg = (dr - db) * inv_sqrt3
-                    xb = (dg - dr) * inv_sqrt3
-                    rr = dr * cs + xr * sn + dot
-                    rg = dg * cs + xg * sn + dot
-                    rb = db * cs + xb * sn + dot
+                    rr = dr * cs + (db - dg) * inv_sqrt3 * sn + dot
+                    rg = dg * cs + (dr - db) * inv_sqrt3 * sn + dot
+                    rb = db * cs + (dg - dr) * inv_sqrt3 * sn + dot
                     ly = l0 * rr + l1 * rg + l2 * rb
-                    s = c / mx if mx > 0 else np.float32(0.0)
-                    k = s / np.float32(CHROMA_FULL)
-                    if k > 1:
-                        k = np.float32(1.0)
-                    k = k * k * (np.float32(3.0) - np.float32(2.0) * k)
-                    m = np.float32(1.0) + (gain - np.float32(1.0)) * k
-                    r = (Y + (rr - ly) * chroma) * m
-                    g = (Y + (rg - ly) * chroma) * m
-                    b = (Y + (rb - ly) * chroma) * m
-
-            o0 = m_out[0, 0] * r + m_out[0, 1] * g + m_out[0, 2] * b
-            o1 = m_out[1, 0] * r + m_out[1, 1] * g + m_out[1, 2] * b
-            o2 = m_out[2, 0] * r + m_out[2, 1] * g + m_out[2, 2] * b
-            if use_encode:
-                dst[y, x, 0] = _encode(o0, encode_lut, n_enc, out_max)
-                dst[y, x, 1] = _encode(o1, encode_lut, n_enc, out_max)
-                dst[y, x, 2] = _encode(o2, encode_lut, n_enc, out_max)
-            else:
-                dst[y, x, 0] = o0
-                dst[y, x, 1] = o1
-                dst[y, x, 2] = o2
+                    s = c / (mx if mx > 0 else np.float32(1.0)) if mx > 0 else np.float32(0.0)
+                    q = min(s / np.float32(CHROMA_FULL), np.float32(1.0))
+                    q = q * q * (np.float32(3.0) - np.float32(2.0) * q)
+                    m = np.float32(1.0) + (gain - np.float32(1.0)) * q
+                    R[k] = (Y + (rr - ly) * chroma) * m if on else r
+                    G[k] = (Y + (rg - ly) * chroma) * m if on else g
+                    B[k] = (Y + (rb - ly) * chroma) * m if on else b
+            for k in range(n):
+                r, g, b = R[k], G[k], B[k]
+                o0 = m_out[0, 0] * r + m_out[0, 1] * g + m_out[0, 2] * b
+                o1 = m_out[1, 0] * r + m_out[1, 1] * g + m_out[1, 2] * b
+                o2 = m_out[2, 0] * r + m_out[2, 1] * g + m_out[2, 2] * b
+                if use_encode:
+                    dst[y, x0 + k, 0] = _encode(o0, encode_lut, n_enc, out_max, q_max)
+                    dst[y, x0 + k, 1] = _encode(o1, encode_lut, n_enc, out_max, q_max)
+                    dst[y, x0 + k, 2] = _encode(o2, encode_lut, n_enc, out_max, q_max)
+                else:
+                    dst[y, x0 + k, 0] = o0
+                    dst[y, x0 + k, 1] = o1
+                    dst[y, x0 + k, 2] = o2
 
 
 @numba.njit(fastmath=True, inline="always", cache=True)
-def _encode(v, lut, n, out_max):
-    if not v > 0:  # also catches NaN
-        return np.float32(0.0)
-    if v >= 1:
-        return np.float32(out_max)
+def _encode(v, lut, n, out_max, q_max):
+    """The output code of linear ``v``: 0 at or below 0 (and NaN), ``q_max`` from 1, else the
+    table's value rounded; without branches. The table holds [0, 1], so truncation is floor."""
     i, f = _log_index(v, n)
     e = lut[i] + f * (lut[i + 1] - lut[i])
-    return np.float32(math.floor(e * out_max + np.float32(0.5)))
+    code = np.int32(e * out_max + np.float32(0.5))
+    code = q_max if v >= 1 else code
+    return code if v > 0 else np.int32(0)
