@@ -112,6 +112,7 @@ def test_a_compiler_refusing_the_tuned_flags_gets_the_plain_build_with_equal_res
     _ckernel.load.cache_clear()
     try:
         plain = _run(monkeypatch, "c", prog, src, np.uint16)
+        assert _ckernel.simd() == "single build"
     finally:
         _ckernel.load.cache_clear()
     calls = log.read_text().splitlines()
@@ -147,6 +148,10 @@ def test_doctor_says_which_kernel_and_why_not_c(monkeypatch, tmp_path):
         info = render_kernel_info()
         assert info["kernel"] == "c" and info["fallback_reason"] is None
         assert info["library"].startswith(str(tmp_path)) and info["threads"] >= 1
+        import platform
+
+        expect = {"avx2", "baseline x86-64"} if _ckernel.TUNE and platform.system() == "Linux" else {"single build"}
+        assert info["simd"] in expect
         monkeypatch.setenv("CC", "no-such-compiler-here")
         _ckernel.load.cache_clear()
         render.kernel.cache_clear()

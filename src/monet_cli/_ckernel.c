@@ -25,8 +25,10 @@
 /* target_clones needs the loader's IFUNC support: glibc on Linux, GCC or clang >= 14. */
 #if defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__) && defined(__GNUC__) && \
     (!defined(__clang__) || __clang_major__ >= 14) && !defined(MONET_NO_CLONES)
+#define HAVE_CLONES 1
 #define CLONES __attribute__((target_clones("avx2", "default")))
 #else
+#define HAVE_CLONES 0
 #define CLONES
 #endif
 
@@ -181,6 +183,17 @@ int monet_render_rows(const void *src, void *dst, int64_t y0, int64_t y1, int64_
         }
     }
     return 0;
+}
+
+/* Which build of monet_render_rows this CPU runs: 2 the AVX2 clone, 1 the baseline clone
+ * (no AVX2 here), 0 the one build there is (no CPU dispatch on this platform or compiler). */
+int monet_kernel_simd(void) {
+#if HAVE_CLONES
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") ? 2 : 1;
+#else
+    return 0;
+#endif
 }
 
 /* The version of this interface; the Python side refuses a library that answers otherwise. */

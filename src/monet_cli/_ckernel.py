@@ -132,7 +132,17 @@ def load():
     fn = lib.monet_render_rows
     fn.argtypes = _ARGTYPES
     fn.restype = ctypes.c_int
+    fn.simd = SIMD.get(lib.monet_kernel_simd(), "unknown")
     return fn
+
+
+SIMD = {2: "avx2", 1: "baseline x86-64", 0: "single build"}
+
+
+def simd() -> str:
+    """Which build of the kernel this CPU runs: ``avx2``, ``baseline x86-64`` (a CPU without
+    AVX2) or ``single build`` (no CPU dispatch: not x86-64 glibc, or a compiler without it)."""
+    return load().simd
 
 
 def threads() -> int:

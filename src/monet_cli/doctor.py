@@ -55,7 +55,7 @@ def gpu_info() -> dict:
 
 
 def render_kernel_info() -> dict:
-    """``{"choice", "kernel", "library", "threads", "load_s", "fallback_reason"}``: the kernel
+    """``{"choice", "kernel", "library", "simd", "threads", "load_s", "fallback_reason"}``: the kernel
     :func:`monet_cli.render.kernel` picks here (choosing it builds or loads the C kernel; the
     time it took is ``load_s``), and why not the C kernel when it is not."""
     from monet_cli import _ckernel
@@ -63,7 +63,7 @@ def render_kernel_info() -> dict:
     from monet_cli.render import kernel
 
     info: dict = {"choice": os.environ.get("MONET_KERNEL", "auto").strip().lower() or "auto",
-                  "kernel": None, "library": None, "threads": _ckernel.threads(), "load_s": None,
+                  "kernel": None, "library": None, "simd": None, "threads": _ckernel.threads(), "load_s": None,
                   "fallback_reason": None}
     t0 = time.perf_counter()
     try:
@@ -73,6 +73,7 @@ def render_kernel_info() -> dict:
     info["load_s"] = round(time.perf_counter() - t0, 3)
     if info["kernel"] == "c":
         info["library"] = str(_ckernel.library_path())
+        info["simd"] = _ckernel.simd()
     elif info["choice"] != "numba":
         try:  # the reason the C kernel was passed over (a failed build is not cached: it is retried)
             _ckernel.load()

@@ -199,7 +199,8 @@ def _print_report(r: dict) -> None:
             line("render kernel", escape(k["error"]), False)
         elif k["kernel"] == "c":
             ms = 1000 * k["load_s"]
-            line("render kernel", f"C, {k['threads']} threads, {escape(k['library'])} (loaded in {ms:.0f} ms)", True)
+            line("render kernel", f"C ({escape(k.get('simd') or '?')}), {k['threads']} threads, "
+                                  f"{escape(k['library'])} (loaded in {ms:.0f} ms)", True)
         else:
             why = f" ({escape(k['fallback_reason'])})" if k.get("fallback_reason") else " (MONET_KERNEL=numba)"
             line("render kernel", f"numba, {k['threads']} threads{why}; `monet apply` starts ~0.4 s slower", None)
