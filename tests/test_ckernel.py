@@ -160,3 +160,34 @@ def test_doctor_says_which_kernel_and_why_not_c(monkeypatch, tmp_path):
     finally:
         _ckernel.load.cache_clear()
         render.kernel.cache_clear()
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
+def test_c_area_downscale_is_numbas_to_the_bit(dtype, monkeypatch):
+    from monet_cli import _area
+    from monet_cli import measure as ms
+
+    rng = np.random.default_rng(3)
+    src = (rng.random((301, 457, 3)) * 1.3).astype(dtype) if np.dtype(dtype).kind == "f" else \
+        rng.integers(0, np.iinfo(dtype).max + 1, (301, 457, 3)).astype(dtype)
+    luts = [None] + ([render.decode_table(cs.SRGB.trc, 8 * np.dtype(dtype).itemsize)] if dtype in (np.uint8, np.uint16)
+                     else [])
+    for lut in luts:
+        for h, w in ((97, 131), (301, 1), (1, 457), (150, 228)):
+            got = {}
+            for name in ("c", "numba"):
+                monkeypatch.setenv("MONET_KERNEL", name)
+                render.kernel.cache_clear()
+                try:
+                    got[name] = _area.box_downscale(src, h, w, lut)
+                finally:
+                    render.kernel.cache_clear()
+            assert got["c"].dtype == np.float64 and got["c"].shape == (h, w, 3)
+            assert np.array_equal(got["c"], got["numba"]), (dtype, lut is not None, h, w)
+            lin = (lut[src] if lut is not None else src).astype(np.float64)
+            ref = ms.area_integrate(ms.area_integrate(lin, np.arange(h + 1) * (301 / h), 0),
+                                    np.arange(w + 1) * (457 / w), 1)
+            np.testing.assert_allclose(got["c"], ref, rtol=1e-12, atol=1e-9)
+    with pytest.raises(ValueError, match="beyond its decode table"):
+        _ckernel.box_kernel(np.full((4, 4, 3), 300, np.uint16), np.zeros(256, np.float32),
+                            *_area._axis_weights(4, 2), *_area._axis_weights(4, 2), 2, 2, 0.25)

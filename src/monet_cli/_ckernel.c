@@ -198,3 +198,48 @@ int monet_kernel_simd(void) {
 
 /* The version of this interface; the Python side refuses a library that answers otherwise. */
 int monet_kernel_abi(void) { return 1; }
+
+/* Rows [j0, j1) of an exact area (box-filter) downscale of a C-contiguous (H, W, 3) image to
+ * (h, w, 3) float64 `out` (zeroed by the caller), the same sums in the same order as the numba
+ * kernel in _area_numba.py. kind: 0 uint8, 1 uint16 (both through `lut` when it is given),
+ * 2 float32, 3 float64. Per input row y: its output row ry0[y] with weight rw0[y] and, when
+ * rw1[y] > 0, row ry0[y] + 1 with rw1[y]; likewise per column. starts[j + 1] - 1 is the last
+ * input row whose first output row is j (a prefix count). Then every sum times `scale`. */
+int monet_box_rows(const void *src, int kind, int64_t W, const float *lut,
+                   const int64_t *ry0, const double *rw0, const double *rw1,
+                   const int64_t *cx0, const double *cw0, const double *cw1,
+                   const int64_t *starts, int64_t j0, int64_t j1, int64_t w, double scale, double *out) {
+    const uint8_t *s8 = (const uint8_t *)src;
+    const uint16_t *s16 = (const uint16_t *)src;
+    const float *sf = (const float *)src;
+    const double *sd = (const double *)src;
+    for (int64_t j = j0; j < j1; j++) {
+        double *o = out + j * w * 3;
+        int64_t y_begin = starts[j] > 0 ? starts[j] - 1 : 0;
+        for (int64_t y = y_begin; y < starts[j + 1]; y++) {
+            double wy;
+            if (ry0[y] == j) wy = rw0[y];
+            else if (ry0[y] == j - 1) wy = rw1[y];
+            else continue;
+            if (wy == 0.0) continue;
+            const int64_t row = y * W * 3;
+            for (int64_t x = 0; x < W; x++) {
+                const int64_t a = cx0[x] * 3;
+                for (int c = 0; c < 3; c++) {
+                    const int64_t p = row + x * 3 + c;
+                    double v;
+                    switch (kind) {
+                    case 0: v = lut ? (double)lut[s8[p]] : (double)s8[p]; break;
+                    case 1: v = lut ? (double)lut[s16[p]] : (double)s16[p]; break;
+                    case 2: v = (double)sf[p]; break;
+                    default: v = sd[p]; break;
+                    }
+                    o[a + c] += wy * cw0[x] * v;
+                    if (cw1[x] > 0.0) o[a + 3 + c] += wy * cw1[x] * v;
+                }
+            }
+        }
+        for (int64_t k = 0; k < w * 3; k++) o[k] *= scale;
+    }
+    return 0;
+}

@@ -133,6 +133,10 @@ def load():
     fn.argtypes = _ARGTYPES
     fn.restype = ctypes.c_int
     fn.simd = SIMD.get(lib.monet_kernel_simd(), "unknown")
+    box = lib.monet_box_rows
+    box.argtypes = [_P, ctypes.c_int, _I, _P, _P, _P, _P, _P, _P, _P, _P, _I, _I, _I, ctypes.c_double, _P]
+    box.restype = ctypes.c_int
+    fn.box = box
     return fn
 
 
@@ -196,6 +200,12 @@ def render_kernel(src, dst, decode_lut, m_in, luma, tone_on, tone_ratio, tone_pe
     def rows(y0: int, y1: int) -> None:
         fn(_ptr(src), _ptr(dst), y0, y1, W, *fixed)
 
+    in_bands(H, rows)
+
+
+def in_bands(H: int, rows) -> None:
+    """Call ``rows(y0, y1)`` over bands covering ``[0, H)``, in :func:`threads` threads (the
+    calling one among them); the first error is raised here once all have stopped."""
     n = max(1, min(threads(), H // MIN_ROWS))
     if n == 1:
         rows(0, H)
@@ -227,3 +237,40 @@ def render_kernel(src, dst, decode_lut, m_in, luma, tone_on, tone_ratio, tone_pe
         t.join()
     if errors:
         raise errors[0]
+
+
+_BOX_KINDS = {np.dtype(np.uint8): 0, np.dtype(np.uint16): 1, np.dtype(np.float32): 2, np.dtype(np.float64): 3}
+
+
+def box_kernel(src, lut, ry0, rw0, rw1, cx0, cw0, cw1, h: int, w: int, scale: float) -> np.ndarray:
+    """The area downscale of :func:`monet_cli._area.box_downscale` in C: same arguments
+    (``lut`` None or float32 for integer ``src``), same float64 result, output rows split
+    between threads."""
+    box = load().box
+    if src.dtype not in _BOX_KINDS or src.ndim != 3 or src.shape[2] != 3 or not src.flags.c_contiguous:
+        raise ValueError("src: expected a C-contiguous (H, W, 3) uint8, uint16, float32 or float64 array")
+    H, W = src.shape[0], src.shape[1]
+    if lut is not None:
+        lut = np.ascontiguousarray(lut, dtype=np.float32)
+        if src.dtype.kind != "u" or (lut.shape[0] < 2 ** (8 * src.dtype.itemsize) and
+                                     int(src.max(initial=0)) >= lut.shape[0]):
+            raise ValueError("src holds codes beyond its decode table")
+    i64 = [np.ascontiguousarray(a, dtype=np.int64) for a in (ry0, cx0)]
+    f64 = [np.ascontiguousarray(a, dtype=np.float64) for a in (rw0, rw1, cw0, cw1)]
+    (ry, cx), (r0, r1, c0, c1) = i64, f64
+    if any(a.shape != (H,) for a in (ry, r0, r1)) or any(a.shape != (W,) for a in (cx, c0, c1)):
+        raise ValueError("axis weights must match the image's height and width")
+    if H and (ry.min() < 0 or ry.max() >= h) or W and (cx.min() < 0 or cx.max() >= w):
+        raise ValueError("axis weights point outside the output")
+    starts = np.zeros(h + 1, np.int64)
+    np.cumsum(np.bincount(ry, minlength=h)[:h], out=starts[1:])
+    out = np.zeros((h, w, 3), np.float64)
+    kind = _BOX_KINDS[src.dtype]
+    lut_p = _ptr(lut) if lut is not None else None
+
+    def rows(j0: int, j1: int) -> None:
+        box(_ptr(src), kind, W, lut_p, _ptr(ry), _ptr(r0), _ptr(r1), _ptr(cx), _ptr(c0), _ptr(c1), _ptr(starts),
+            j0, j1, w, float(scale), _ptr(out))
+
+    in_bands(h, rows)
+    return out
