@@ -121,6 +121,7 @@ def score_photo(args) -> list[dict]:
                 "learned_medium": LearnedPlanner(learned=model, caution="medium"),
                 "learned_low": LearnedPlanner(learned=model, caution="low")}
     rows = []
+    failures: dict[str, dict] = {}
     for kind, seed in [("original", None)] + [(k, s) for k in kinds for s in range(seeds)]:
         deg = x0 if kind == "original" else dg.save_like_8bit(dg.degrade(x0, kind, seed)[0])
         cands = {"identity": deg, "autocontrast": dg.autocontrast(deg), "grey_world": dg.grey_world(deg)}
@@ -130,9 +131,14 @@ def score_photo(args) -> list[dict]:
             plan = plan_proxy(make_proxy(deg), planner)
             secs[m] = time.perf_counter() - t
             plans[m] = plan.adjustments
+            failed = {st: sp.error for st, sp in plan.stages.items() if sp.status == "failed"}
+            if failed:  # a crashed stage scores as "no change": it must not pass for a cautious one
+                failures.setdefault(m, failed)
             cands[m] = render_linear(deg, plan.adjustments)
         de = {m: mean_delta_e2000(ref8, dg.working_to_srgb8(img)) for m, img in cands.items()}
-        rows.append({"photo": name, "kind": kind, "seed": seed, "delta_e": de, "plans": plans, "seconds": secs})
+        rows.append({"photo": name, "kind": kind, "seed": seed, "delta_e": de, "plans": plans, "seconds": secs,
+                     "failed": {m: f for m, f in failures.items()}})
+        failures = {}
     return rows
 
 
@@ -258,6 +264,12 @@ def main(argv=None) -> int:
         (a.out / "cv.json").write_text(json.dumps({"summary": summary, "cases": rows}, indent=1) + "\n",
                                        encoding="utf-8")
         print(md)
+        failed = [(r["photo"], r["kind"], m, f) for r in rows for m, f in r.get("failed", {}).items()]
+        if failed:
+            photo, kind, m, f = failed[0]
+            print(f"error: {len(failed)} of {len(rows)} cases have a planner stage that failed, so those columns "
+                  f"are not scores (first: {m} on {photo}, {kind}: {f})", file=sys.stderr)
+            return 1
         ps = summary["_plan_seconds"]
         print(f"plan time (proxy + three stages, 512 px input): learned {ps['learned_mean']:.3f} s mean, "
               f"{ps['learned_max']:.3f} s max; rules {ps['rules_mean']:.3f} s mean")

@@ -134,17 +134,17 @@ def _tiny_model(gains_members, calibration=1.0) -> LearnedModel:
 
 
 def test_save_and_load_round_trip(tmp_path):
-    m = _tiny_model([[0, 0, 1.0, 0], [0, 0, 3.0, 0]])
+    m = _tiny_model([[0, 0, 1.0, 0, 0], [0, 0, 3.0, 0, 0]])
     path = m.save(tmp_path / "w.npz")
     back = load_model(path)
     assert back.meta == m.meta and back.stages["lighting"].outputs == CANDIDATES["lighting"]
     p = back.stages["lighting"].predict(np.zeros(len(feature_names())))
-    assert p.mu == pytest.approx([0, 0, 2.0, 0]) and p.s == pytest.approx([0, 0, 1.0, 0]) and p.choice == "grey"
+    assert p.mu == pytest.approx([0, 0, 2.0, 0, 0]) and p.s == pytest.approx([0, 0, 1.0, 0, 0]) and p.choice == "grey"
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "shape", "missing", "features", "nan", "outputs"])
 def test_corrupt_weights_are_refused_with_one_line(tmp_path, damage):
-    path = _tiny_model([[0, 0, 1.0, 0], [0, 0, 3.0, 0]]).save(tmp_path / "w.npz")
+    path = _tiny_model([[0, 0, 1.0, 0, 0], [0, 0, 3.0, 0, 0]]).save(tmp_path / "w.npz")
     if damage == "truncate":
         path.write_bytes(path.read_bytes()[:200])
     elif damage == "garbage":
@@ -240,6 +240,11 @@ def test_candidates_are_the_documented_plans():
     assert light["grey"]["Exposure"] == pytest.approx(min(ev, 100), abs=0.5) and light["grey"]["Exposure"] > 40
     assert light["grey/2"]["Exposure"] == pytest.approx(round(min(ev, 100) / 2), abs=1)
     assert all(abs(v - light["rules"][op] / 2) <= 0.5 for op, v in light["rules/2"].items())
+    dark_flat = render_linear(_photo("chelsea", 128), {"Exposure": -60, "Contrast": -50})
+    _, m, small, rules = features(dark_flat)
+    light = candidates("lighting", m, small, rules)
+    assert set(light["rules"]) > {"Exposure"} and light["rules"]["Exposure"] > 0  # more than exposure
+    assert light["rules-exposure"] == {"Exposure": light["rules"]["Exposure"]}  # the exposure alone
     warm = render_linear(_photo("astronaut", 128), {"Temperature": 60})
     _, m, small, rules = features(warm)
     color = candidates("color", m, small, rules)
@@ -249,8 +254,8 @@ def test_candidates_are_the_documented_plans():
 
 def test_held_back_stages_are_explained():
     proxy = _photo("coffee", 96) * np.float32(0.4)
-    sure = LearnedPlanner(learned=_tiny_model([[0, 0, 2.0, 0], [0, 0, 2.0, 0]]), caution="high")  # grey: +2, certain
-    unsure = LearnedPlanner(learned=_tiny_model([[-2, -2, 3.0, -2], [-2, -2, -1.0, -2]]), caution="high")  # +1 ± 2
+    sure = LearnedPlanner(learned=_tiny_model([[0, 0, 2.0, 0, 0], [0, 0, 2.0, 0, 0]]), caution="high")  # grey: +2, certain
+    unsure = LearnedPlanner(learned=_tiny_model([[-2, -2, 3.0, -2, -2], [-2, -2, -1.0, -2, -2]]), caution="high")  # +1 ± 2
     want = candidates("lighting", *features(proxy)[1:])["grey"]
     sp = sure.plan_stage("lighting", proxy)
     assert sp.adjustments == want and sp.adjustments["Exposure"] > 0
@@ -262,7 +267,7 @@ def test_held_back_stages_are_explained():
     assert len(sp.reasoning) == 1 and sp.reasoning[0].solution.startswith("Hold back")
     assert "+1.00 ± 2.00" in sp.reasoning[0].solution and "median luminance" in sp.reasoning[0].issue
     # at low caution a quarter of the error counts: +1 - 0.5 > 0.1, so the same prediction acts
-    bolder = LearnedPlanner(learned=_tiny_model([[-2, -2, 3.0, -2], [-2, -2, -1.0, -2]]), caution="low")
+    bolder = LearnedPlanner(learned=_tiny_model([[-2, -2, 3.0, -2, -2], [-2, -2, -1.0, -2, -2]]), caution="low")
     sp = bolder.plan_stage("lighting", proxy)
     assert sp.adjustments == want
     assert "The best net of 0.25 × its risk (caution low) is the exposure" in sp.reasoning[0].issue
@@ -359,3 +364,23 @@ def test_edit_stage_replans_later_stages_with_the_plans_caution(tmp_path, monkey
     out = edit_stage(photo, "lighting", set_values={"Exposure": 12})
     assert seen == [("auto", "low")]
     assert out.plan.planner.model == "auto-v2+caution-low"
+
+
+def test_the_cv_benchmark_counts_a_crashed_stage_as_a_failure_not_a_score(monkeypatch):
+    import sys
+    from pathlib import Path
+
+    from monet_cli.planners import learned
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sys.modules.pop("auto_fit", None)
+    import auto_fit as bench
+
+    model = learned.load_model(learned.weights_path())
+    ok = bench.score_photo(("coffee", "skimage:coffee", model, [], 1))
+    assert [r["kind"] for r in ok] == ["original"] and ok[0]["failed"] == {}
+    monkeypatch.setattr(learned, "_DESCRIBE", {})  # the reasoning of every candidate raises KeyError
+    rows = bench.score_photo(("coffee", "skimage:coffee", model, [], 1))
+    failed = rows[0]["failed"]
+    assert set(failed) == {"learned", "learned_medium", "learned_low"}  # not the rules planner
+    assert all("KeyError" in e for f in failed.values() for e in f.values())

@@ -5,7 +5,7 @@ into a fixed feature vector (:func:`features`: L* percentiles, clipping, colourf
 by HSL band, the grey-edge and bright-surface white estimates of :mod:`monet_cli.measure`, and
 the values the analytic planner would set), builds a few *candidate plans*
 (:func:`candidates`: the analytic planner's correction, half of it, the exposure that brings
-the median to middle grey or half of it; for colour the analytic correction or half of it, half
+the median to middle grey or half of it, the analytic exposure alone; for colour the analytic correction or half of it, half
 of a grey-edge or of a grey-world white balance), and a small ensemble of perceptrons
 (:class:`StageModel`) predicts, for each candidate, how much closer to the expert's photo it
 brings this one (ΔE2000 gained). The ensemble was fitted by ``benchmarks/auto_fit.py`` on the
@@ -51,7 +51,7 @@ WEIGHTS_NAME = "auto-v2.npz"
 MODEL_STAGES = ("lighting", "color")
 # the candidate plans each stage's model scores (see candidates())
 CANDIDATES: dict[str, tuple[str, ...]] = {
-    "lighting": ("rules", "rules/2", "grey", "grey/2"),
+    "lighting": ("rules", "rules/2", "grey", "grey/2", "rules-exposure"),
     "color": ("rules", "rules/2", "grey-edge/2", "grey-world/2"),
 }
 MIN_GAIN = 0.1  # ΔE2000: a candidate must be predicted to gain more than this, net of its risk
@@ -178,7 +178,8 @@ def candidates(stage: str, m: Measurements, small: np.ndarray, rules: dict) -> d
 
     lighting: ``rules`` — the analytic planner's lighting values; ``rules/2`` — half of them;
     ``grey`` — the Exposure that brings the median luminance to middle grey (0.18; 50 per EV);
-    ``grey/2`` — half of it. colour: ``rules``, ``rules/2`` likewise; ``grey-edge/2`` — half
+    ``grey/2`` — half of it; ``rules-exposure`` — the analytic Exposure alone (it raised the
+    cross-validated gain of every caution: README, "How well auto restores photos"). colour: ``rules``, ``rules/2`` likewise; ``grey-edge/2`` — half
     of the (Temperature, Tint) that neutralise the grey-edge white; ``grey-world/2`` — half of
     those that neutralise the mean colour. Values clamped to ±100 and rounded.
     """
@@ -190,7 +191,8 @@ def candidates(stage: str, m: Measurements, small: np.ndarray, rules: dict) -> d
     out = {"rules": r, "rules/2": {k: v / 2 for k, v in r.items()}}
     if stage == "lighting":
         ev = 50.0 * math.log2(cs.MIDDLE_GREY / max(m.p50, 1e-4))
-        out.update({"grey": {"Exposure": ev}, "grey/2": {"Exposure": ev / 2}})
+        out.update({"grey": {"Exposure": ev}, "grey/2": {"Exposure": ev / 2},
+                    "rules-exposure": {"Exposure": r.get("Exposure", 0.0)}})
     else:
         eT, et = solve_white_balance(m.neutral.rgb)
         mean = small.reshape(-1, 3).mean(axis=0, dtype=np.float64)
@@ -382,6 +384,7 @@ _DESCRIBE = {
     "rules/2": "half of the analytic correction",
     "grey": "the exposure that brings the median to middle grey",
     "grey/2": "half of the exposure that brings the median to middle grey",
+    "rules-exposure": "the analytic exposure alone",
     "grey-edge/2": "half of the grey-edge white balance",
     "grey-world/2": "half of the grey-world white balance",
 }
