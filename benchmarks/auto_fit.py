@@ -121,11 +121,10 @@ def score_photo(args) -> list[dict]:
                 "learned_medium": LearnedPlanner(learned=model, caution="medium"),
                 "learned_low": LearnedPlanner(learned=model, caution="low")}
     rows = []
-    failures: dict[str, dict] = {}
     for kind, seed in [("original", None)] + [(k, s) for k in kinds for s in range(seeds)]:
         deg = x0 if kind == "original" else dg.save_like_8bit(dg.degrade(x0, kind, seed)[0])
         cands = {"identity": deg, "autocontrast": dg.autocontrast(deg), "grey_world": dg.grey_world(deg)}
-        plans, secs = {}, {}
+        plans, secs, failures = {}, {}, {}
         for m, planner in planners.items():
             t = time.perf_counter()
             plan = plan_proxy(make_proxy(deg), planner)
@@ -133,12 +132,11 @@ def score_photo(args) -> list[dict]:
             plans[m] = plan.adjustments
             failed = {st: sp.error for st, sp in plan.stages.items() if sp.status == "failed"}
             if failed:  # a crashed stage scores as "no change": it must not pass for a cautious one
-                failures.setdefault(m, failed)
+                failures[m] = failed
             cands[m] = render_linear(deg, plan.adjustments)
         de = {m: mean_delta_e2000(ref8, dg.working_to_srgb8(img)) for m, img in cands.items()}
         rows.append({"photo": name, "kind": kind, "seed": seed, "delta_e": de, "plans": plans, "seconds": secs,
-                     "failed": {m: f for m, f in failures.items()}})
-        failures = {}
+                     "failed": failures})
     return rows
 
 

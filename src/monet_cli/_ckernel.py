@@ -1,5 +1,6 @@
 """The render kernel in C (``_ckernel.c``): compiled once with the system C compiler, cached,
-loaded with ctypes, run on bands of rows in threads.
+loaded with ctypes, run on bands of rows in threads. The same library holds the planner's area
+downscale (:func:`box_kernel`, used by :mod:`monet_cli._area`).
 
 Why: a ``monet apply`` process spent about 0.4 s importing numba and loading its cached
 kernel, a third of its whole time on a 24 MP photo (benchmarks/apply.py). ctypes and a
