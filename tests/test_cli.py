@@ -403,41 +403,73 @@ def test_an_apply_process_ends_fast_with_everything_flushed_and_the_right_code(t
     assert again.returncode == 1 and "output exists" in again.stderr
 
 
-def test_apply_batch_has_two_photos_in_flight_by_default_where_there_are_two_cpus(tmp_path, plan_json, monkeypatch):
+def _in_flight(monkeypatch, module, name: str) -> dict:
+    """Wrap ``module.name`` (a per-photo job) to count the photos in it at once; when
+    ``state["jobs"]`` is 2 the first two photos wait for each other (a barrier, not a timer)."""
     import threading
 
-    import monet_cli.apply as apply_mod
-    from monet_cli.batch import default_jobs
-    from monet_cli.cli import main
-
-    d = _folder(tmp_path, n=4, corrupt=False)
-    real = apply_mod.apply_photo
+    real = getattr(module, name)
     lock = threading.Lock()
-    state = {"now": 0, "most": 0}
-    meet = threading.Barrier(2, timeout=20)  # the first two photos wait for each other when two are in flight
+    state = {"now": 0, "most": 0, "jobs": 1}
+    meet = threading.Barrier(2, timeout=20)
 
-    def counting(photo, **kw):
+    def counting(photo, *a, **kw):
         with lock:
             state["now"] += 1
             state["most"] = max(state["most"], state["now"])
-            first_two = state["most"] <= 2 and photo.name in ("p0.jpg", "p1.jpg")
+            first_two = photo.name in ("p0.jpg", "p1.jpg")
         try:
             if first_two and state["jobs"] == 2:
                 meet.wait()
-            return real(photo, **kw)
+            return real(photo, *a, **kw)
         finally:
             with lock:
                 state["now"] -= 1
 
-    monkeypatch.setattr(apply_mod, "apply_photo", counting)
+    monkeypatch.setattr(module, name, counting)
+    return state
+
+
+@pytest.mark.parametrize("command", ["apply", "plan"])
+def test_batches_have_two_photos_in_flight_by_default_where_there_are_two_cpus(tmp_path, plan_json, monkeypatch,
+                                                                                command):
+    import monet_cli.apply as apply_mod
+    import monet_cli.sidecars as sidecars_mod
+    from monet_cli.batch import default_jobs
+    from monet_cli.cli import main
+
+    d = _folder(tmp_path, n=4, corrupt=False)
+    if command == "apply":
+        state = _in_flight(monkeypatch, apply_mod, "apply_photo")
+    else:
+        state = _in_flight(monkeypatch, sidecars_mod, "plan_to_sidecar")
     for threads, args, jobs in (("2", [], 2), ("1", [], 1), ("2", ["-j", "1"], 1)):
         monkeypatch.setenv("MONET_THREADS", threads)
         assert default_jobs(5) == int(threads) and default_jobs(1) == 1
         state.update(now=0, most=0, jobs=jobs)
         out = tmp_path / f"out-{threads}-{len(args)}"
+        argv = (["apply", str(d), str(plan_json), "--out-dir", str(out)] if command == "apply"
+                else ["plan", str(d), "--backend", "auto", "--sidecar-dir", str(out)])
         with pytest.raises(SystemExit) as e:
-            main(["apply", str(d), str(plan_json), "--out-dir", str(out), "--quiet", *args])
+            main([*argv, "--quiet", *args])
         assert e.value.code == 0
         assert state["most"] == jobs, (threads, args)
-        assert sorted(f.name for f in out.iterdir()) == ["p0.monet.jpg", "p1.monet.jpg", "p2.monet.jpg",
-                                                         "p3.monet.jpg"]
+        names = sorted(f.name for f in out.iterdir() if not f.name.startswith("."))
+        assert names == ([f"p{i}.monet.jpg" for i in range(4)] if command == "apply"
+                         else [f"p{i}.jpg.monet.json" for i in range(4)])
+
+
+def test_two_photos_in_flight_with_numbas_workqueue_layer_take_turns(tmp_path, plan_json):
+    """numba's workqueue layer (a Mac without libomp) aborts when two threads run its parallel
+    code at once: `-j 2` with the numba kernel must still finish every photo."""
+    d = tmp_path / "big"
+    d.mkdir()
+    for i in range(4):  # larger than the planner's 1280 px proxy: planning runs the numba area downscale
+        fx.make_tiff(d / f"p{i}.tif", np.kron(np.roll(fx.coffee(), 7 * i, axis=1), np.ones((3, 3, 1), np.uint8)))
+    env = {**os.environ, "MONET_KERNEL": "numba", "NUMBA_THREADING_LAYER": "workqueue", "MONET_THREADS": "2"}
+    for args in (["plan", d, "-j", "2"], ["apply", d, plan_json, "--out-dir", tmp_path / "out", "-j", "2"]):
+        p = subprocess.run(monet_cmd() + [str(a) for a in args] + ["--json"], capture_output=True, text=True,
+                           env=env, timeout=300)
+        assert p.returncode == 0, (args[0], p.stderr[-2000:])
+        assert [json.loads(x)["status"] for x in p.stdout.splitlines()] == ["ok"] * 4, args[0]
+    assert sorted(f.name for f in (tmp_path / "out").iterdir()) == [f"p{i}.monet.tif" for i in range(4)]

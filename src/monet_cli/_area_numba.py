@@ -6,11 +6,17 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-import monet_cli._kernel  # noqa: F401 - numba loaded without its SciPy BLAS probe
+from monet_cli._kernel import LOCK  # numba loaded without its SciPy BLAS probe
+
+
+def box_kernel(*args) -> np.ndarray:
+    """:func:`_box_kernel` (same arguments), one numba call at a time (``_kernel.LOCK``)."""
+    with LOCK:
+        return _box_kernel(*args)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def box_kernel(src, lut, use_lut, ry0, rw0, rw1, cx0, cw0, cw1, h, w, scale):  # pragma: no cover - compiled
+def _box_kernel(src, lut, use_lut, ry0, rw0, rw1, cx0, cw0, cw1, h, w, scale):  # pragma: no cover - compiled
     H, W = src.shape[0], src.shape[1]
     out = np.zeros((h, w, 3), np.float64)
     # input rows contributing to output row j: those with ry0 == j, or ry0 == j - 1 and rw1 > 0

@@ -82,9 +82,22 @@ def _log_index(v, n):
     return i, f
 
 
+# numba's workqueue threading layer (what numba uses without TBB or OpenMP, e.g. on a Mac
+# without libomp) aborts the process when two threads run parallel code at once, as
+# `monet apply -j 2` and `monet plan -j 2` would: their calls take turns (each already uses
+# every core). The area downscale (_area_numba) takes the same lock.
+LOCK = threading.Lock()
+
+
+def render_kernel(*args) -> None:
+    """:func:`_render_kernel` (same arguments), one call at a time in this process."""
+    with LOCK:
+        _render_kernel(*args)
+
+
 @numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def render_kernel(src, dst, decode_lut, m_in, luma, tone_on, tone_ratio, tone_pedestal,
-                  color_on, m_col, hsl_on, hsl_lut, m_out, encode_lut, out_max):
+def _render_kernel(src, dst, decode_lut, m_in, luma, tone_on, tone_ratio, tone_pedestal,
+                   color_on, m_col, hsl_on, hsl_lut, m_out, encode_lut, out_max):
     """src (H, W, 3) uint8/uint16/float32 → dst (H, W, 3) uint8/uint16/float32.
 
     ``decode_lut``: float32 table from integer code to linear value (empty for float input,

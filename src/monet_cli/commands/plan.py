@@ -107,7 +107,9 @@ def plan_cmd(
                                                help="Write sidecars here instead of beside the photos "
                                                     "(read-only media)."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
-    jobs: int = typer.Option(1, "--jobs", "-j", help="Photos planned at once."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Photos planned at once. Default: 2 with the "
+                                       "embedded planners (auto, rules) where there are 2 or more CPUs, so that "
+                                       "one photo is decoded while another is planned; 1 with a model."),
     as_json: bool = typer.Option(False, "--json", help="One JSON line per photo (with the plan) on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors and the final summary."),
 ):
@@ -157,6 +159,10 @@ def plan_cmd(
             d["plan"] = out.plan.to_dict()
         return d
 
+    if jobs is None:
+        from monet_cli.batch import default_jobs
+
+        jobs = default_jobs(len(photos)) if backend.strip().lower() in ("auto", "rules") else 1
     summary = run_batch(photos, job, jobs=jobs, lock_dir=sidecar_dir, verb="planning", quiet=quiet,
                         as_json=as_json, console=con, missing=missing, silent=single and not as_json)
     if single and not as_json:
