@@ -5,6 +5,11 @@ a fresh `monet apply` process), and the peak resident memory of that process. Wh
 `darktable-cli` or `rawtherapee-cli` are on PATH, their time on the same file is measured in
 the same run (their default processing, written as 16-bit TIFF).
 
+Then the RAW pair (``--no-raw`` skips it): the same photo as a Bayer DNG (16-bit CFA, written
+like the tests' fixtures), ``monet apply`` (LibRaw's AHD demosaic, then the same render) and
+``darktable-cli`` alternating, best and median of ``--repeat`` whole processes;
+``rawtherapee-cli -c`` once.
+
 Then where a whole `monet apply` process spends its time (``--breakdown``, on by default):
 interpreter start (``python -c pass``), the CLI's imports, the apply path's imports (the
 slowest modules by ``-X importtime``), which render kernel is used (C or numba) and what
@@ -16,7 +21,7 @@ other renders), and ``darktable-cli DIR`` and ``rawtherapee-cli -c DIR`` on the 
 paired in the same run. The single-photo runs of monet and darktable-cli alternate, so that a
 busy spell of the machine slows both.
 
-    python benchmarks/apply.py [--width 6000 --height 4000] [--repeat 3] [--batch 20] [--json]
+    python benchmarks/apply.py [--width 6000 --height 4000] [--repeat 3] [--batch 20] [--no-raw] [--json]
 
 Targets on a 2-core machine: render <= 1.0 s, end to end <= 1.5 s; a whole `monet apply`
 process <= 0.35 x darktable-cli's, peak RSS <= 600 MiB; a batch >= 4 x darktable-cli's photos/s;
@@ -108,6 +113,32 @@ def _slowest_imports(cmd: list[str], n: int = 8) -> list[tuple[str, float]]:
     return sorted(top.items(), key=lambda kv: -kv[1])[:n]
 
 
+def make_dng(path: Path, width: int, height: int) -> None:
+    """The same photo as a Bayer DNG (16-bit CFA, the writer of tests/fixtures.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from fixtures import make_dng as write_dng
+
+    lin = (make_photo(width - width % 2, height - height % 2).astype(np.float32) / 65535.0) ** 2.2
+    write_dng(path, lin)
+
+
+def paired(cmds: dict[str, list[str] | None], outputs: dict[str, Path], repeat: int) -> dict:
+    """Whole-process runs of each command, alternating, ``repeat`` times (after one warm-up run
+    each): ``{name: {"seconds": best, "median_s", "runs_s", "peak_rss_mib", "rc"}}``."""
+    cmds = {k: v for k, v in cmds.items() if v}
+    for name, cmd in cmds.items():
+        outputs[name].unlink(missing_ok=True)
+        time_process(cmd)  # caches, config, kernel: not counted
+    runs: dict[str, list] = {k: [] for k in cmds}
+    for _ in range(repeat):
+        for name, cmd in cmds.items():
+            outputs[name].unlink(missing_ok=True)  # darktable-cli renames instead of overwriting
+            runs[name].append(time_process(cmd))
+    return {k: {"seconds": round(min(r)[0], 3), "median_s": round(float(np.median([x[0] for x in r])), 3),
+                "runs_s": [round(x[0], 3) for x in r], "peak_rss_mib": round(max(x[1] for x in r)),
+                "rc": max(x[2] for x in r)} for k, r in runs.items()}
+
+
 def breakdown(src: Path, plan_path: Path, work: Path, monet: str) -> dict:
     """Where one whole ``monet apply`` process spends its time (module docstring)."""
     py = sys.executable
@@ -176,7 +207,9 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--batch", type=int, default=20, help="photos in the batch-throughput run (0: skip it)")
     ap.add_argument("--no-breakdown", action="store_true", help="skip the whole-process breakdown")
+    ap.add_argument("--no-raw", action="store_true", help="skip the RAW (DNG) pair")
     ap.add_argument("--make", help=argparse.SUPPRESS)
+    ap.add_argument("--make-dng", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     from monet_cli import colorspaces as cs
@@ -186,6 +219,9 @@ def main() -> int:
     from monet_cli.plan import Plan
     from monet_cli.render import render_pixels
 
+    if args.make_dng:
+        make_dng(Path(args.make_dng), args.width, args.height)
+        return 0
     if args.make:
         write_image(Path(args.make), Image(pixels=make_photo(args.width, args.height), colorspace=cs.SRGB,
                                            format="tiff"), overwrite=True)
@@ -246,6 +282,20 @@ def main() -> int:
         peers["rawtherapee-cli"] = {"seconds": round(w, 3), "peak_rss_mib": round(rss), "rc": rc2}
 
     extra = {}
+    if not args.no_raw:
+        dng = work / "photo.dng"
+        subprocess.run([sys.executable, __file__, "--make-dng", str(dng), "--width", str(args.width), "--height",
+                        str(args.height)], check=True)
+        outs = {"monet": work / "raw.tif", "darktable-cli": work / "dt-raw.tif", "rawtherapee-cli": work / "rt-raw.tif"}
+        raw_cmds = {
+            "monet": cli_cmd[:cli_cmd.index("apply") + 1] + [str(dng), str(plan_path), "-o", str(outs["monet"]),
+                                                            "--force", "--quiet"],
+            "darktable-cli": dt_cmd and ["darktable-cli", str(dng), str(outs["darktable-cli"]), *dt_cmd[3:]],
+        }
+        extra["raw"] = paired(raw_cmds, outs, args.repeat)
+        if shutil.which("rawtherapee-cli"):
+            extra["raw"].update(paired({"rawtherapee-cli": ["rawtherapee-cli", "-o", str(outs["rawtherapee-cli"]), "-t",
+                                                            "-b16", "-d", "-Y", "-c", str(dng)]}, outs, 1))
     if not args.no_breakdown:
         extra["breakdown"] = breakdown(src, plan_path, work, monet)
     if args.batch:
@@ -289,6 +339,17 @@ def main() -> int:
             med = float(np.median(result["cli_runs_s"])) / float(np.median(p["runs_s"]))
             line += f"; medians {med:.2f}"
         print(line + "; target <= 0.35)")
+    raw = result.get("raw")
+    if raw:
+        print(f"RAW: the same photo as a {result['megapixels']} MP Bayer DNG (LibRaw's AHD demosaic in monet), "
+              "whole processes, alternating:")
+        for name, p in raw.items():
+            print(f"  {name:<25} {p['seconds']:.3f} s best, {p['median_s']:.3f} s median (of {len(p['runs_s'])}: "
+                  f"{', '.join(f'{x:.2f}' for x in p['runs_s'])}), peak RSS {p['peak_rss_mib']} MiB (rc {p['rc']})")
+        for name in ("darktable-cli", "rawtherapee-cli"):
+            if name in raw:
+                print(f"  monet / {name:<17} {raw['monet']['seconds'] / raw[name]['seconds']:.2f} of its time (best runs; "
+                      f"medians {raw['monet']['median_s'] / raw[name]['median_s']:.2f})")
     b = result.get("breakdown")
     if b:
         ip = b["in_process"]
