@@ -241,20 +241,14 @@ def main() -> int:
     cli_cmd = [monet, "apply", str(src), str(plan_path), "-o", str(work / "cli.tif"), "--force", "--quiet"]
     if not Path(monet).exists():
         cli_cmd = [sys.executable, "-m", "monet_cli"] + cli_cmd[1:]
-    time_process(cli_cmd)  # warm the kernel cache and the page cache
     dt_cmd = None
     if shutil.which("darktable-cli"):
         dt_cmd = ["darktable-cli", str(src), str(work / "dt.tif"), "--core", "--configdir", str(work / "dt-conf"),
                   "--conf", "plugins/imageio/format/tiff/bpp=16"]
-        time_process(dt_cmd)  # its first run builds its config and library: not counted
     # monet and darktable-cli alternate, so that a busy spell of the machine hits both; best of --repeat
-    runs, dt_runs = [], []
-    for _ in range(args.repeat):
-        runs.append(time_process(cli_cmd))
-        if dt_cmd:
-            (work / "dt.tif").unlink(missing_ok=True)
-            dt_runs.append(time_process(dt_cmd))
-    cli_wall, cli_rss, rc = min(runs)
+    pair = paired({"monet": cli_cmd, "darktable-cli": dt_cmd},
+                  {"monet": work / "cli.tif", "darktable-cli": work / "dt.tif"}, args.repeat)
+    mine = pair.pop("monet")
 
     image = read_image(src)
     render_pixels(image.pixels, plan, image.colorspace)  # compile / load the cached kernel
@@ -271,15 +265,10 @@ def main() -> int:
         e2e.append(r.seconds)
 
 
-    peers = {}
-    if dt_runs:
-        w, rss, rc2 = min(dt_runs)
-        peers["darktable-cli"] = {"seconds": round(w, 3), "peak_rss_mib": round(rss), "rc": rc2,
-                                  "runs_s": [round(r[0], 3) for r in dt_runs]}
+    peers = pair
     if shutil.which("rawtherapee-cli"):
-        w, rss, rc2 = time_process(["rawtherapee-cli", "-o", str(work / "rt.tif"), "-t", "-b16", "-d", "-Y",
-                                    "-c", str(src)])
-        peers["rawtherapee-cli"] = {"seconds": round(w, 3), "peak_rss_mib": round(rss), "rc": rc2}
+        peers.update(paired({"rawtherapee-cli": ["rawtherapee-cli", "-o", str(work / "rt.tif"), "-t", "-b16", "-d",
+                                                 "-Y", "-c", str(src)]}, {"rawtherapee-cli": work / "rt.tif"}, 1))
 
     extra = {}
     if not args.no_raw:
@@ -309,10 +298,10 @@ def main() -> int:
         "end_to_end_in_process_s": round(best["total"], 3),
         "read_s": round(best["read"], 3),
         "write_s": round(best["write"], 3),
-        "cli_wall_s": round(cli_wall, 3),
-        "cli_peak_rss_mib": round(cli_rss),
-        "cli_rc": rc,
-        "cli_runs_s": [round(r[0], 3) for r in runs],
+        "cli_wall_s": mine["seconds"],
+        "cli_peak_rss_mib": mine["peak_rss_mib"],
+        "cli_rc": mine["rc"],
+        "cli_runs_s": mine["runs_s"],
         "peers": peers,
         **extra,
     }
@@ -328,17 +317,13 @@ def main() -> int:
           f"{', '.join(f'{x:.2f}' for x in result['cli_runs_s'])}) incl. Python start, "
           f"peak RSS {result['cli_peak_rss_mib']} MiB (target <= 600)")
     for name, p in peers.items():
-        runs = f": {', '.join(f'{x:.2f}' for x in p['runs_s'])}" if p.get("runs_s") else ""
-        print(f"  {name:<25} {p['seconds']:.3f} s wall (best of {len(p.get('runs_s', [1]))}{runs}), "
-              f"peak RSS {p['peak_rss_mib']} MiB (rc {p['rc']})")
+        print(f"  {name:<25} {p['seconds']:.3f} s wall (best of {len(p['runs_s'])}: "
+              f"{', '.join(f'{x:.2f}' for x in p['runs_s'])}), peak RSS {p['peak_rss_mib']} MiB (rc {p['rc']})")
     if not peers:
         print("  (darktable-cli / rawtherapee-cli not installed: apt-get install darktable rawtherapee)")
     for name, p in peers.items():
-        line = f"  monet / {name:<17} {result['cli_wall_s'] / p['seconds']:.2f} of its time (whole processes, best runs"
-        if p.get("runs_s"):
-            med = float(np.median(result["cli_runs_s"])) / float(np.median(p["runs_s"]))
-            line += f"; medians {med:.2f}"
-        print(line + "; target <= 0.35)")
+        print(f"  monet / {name:<17} {result['cli_wall_s'] / p['seconds']:.2f} of its time (whole processes, best "
+              f"runs; medians {mine['median_s'] / p['median_s']:.2f}; target <= 0.35)")
     raw = result.get("raw")
     if raw:
         print(f"RAW: the same photo as a {result['megapixels']} MP Bayer DNG (LibRaw's AHD demosaic in monet), "
