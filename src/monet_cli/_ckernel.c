@@ -46,6 +46,18 @@
         (f) = lo_ ? 0.0f : (hi_ ? 1.0f : f_);                                     \
     } while (0)
 
+/* rgb = m · rgb for the n pixels of a block (m row-major 3x3), in place. */
+static inline void mat3_block(const float *m, float *R, float *G, float *B, int n) {
+    const float m0 = m[0], m1 = m[1], m2 = m[2], m3 = m[3], m4 = m[4], m5 = m[5], m6 = m[6], m7 = m[7],
+                m8 = m[8];
+    for (int k = 0; k < n; k++) {
+        float r = R[k], g = G[k], b = B[k];
+        R[k] = m0 * r + m1 * g + m2 * b;
+        G[k] = m3 * r + m4 * g + m5 * b;
+        B[k] = m6 * r + m7 * g + m8 * b;
+    }
+}
+
 /* src: uint16 (decode_lut given, n_decode > 0) or float32 linear; dst: uint16 (encode_lut
  * given, n_encode > 0) or float32. Matrices row-major 3x3 float32. hsl_lut (n_hsl, 4). */
 CLONES
@@ -59,12 +71,6 @@ int monet_render_rows(const void *src, void *dst, int64_t y0, int64_t y1, int64_
     const int32_t nh = (int32_t)n_hsl;
     const float inv_sqrt3 = 0.57735026918962576f; /* (float)(1 / sqrt(3)) */
     const float l0 = luma[0], l1 = luma[1], l2 = luma[2];
-    const float a0 = m_in[0], a1 = m_in[1], a2 = m_in[2], a3 = m_in[3], a4 = m_in[4], a5 = m_in[5],
-                a6 = m_in[6], a7 = m_in[7], a8 = m_in[8];
-    const float c0 = m_col[0], c1 = m_col[1], c2 = m_col[2], c3 = m_col[3], c4 = m_col[4], c5 = m_col[5],
-                c6 = m_col[6], c7 = m_col[7], c8 = m_col[8];
-    const float o0 = m_out[0], o1 = m_out[1], o2 = m_out[2], o3 = m_out[3], o4 = m_out[4], o5 = m_out[5],
-                o6 = m_out[6], o7 = m_out[7], o8 = m_out[8];
     const int32_t qmax = (int32_t)out_max;
     const uint16_t *s16 = (const uint16_t *)src;
     const float *sf = (const float *)src;
@@ -87,12 +93,7 @@ int monet_render_rows(const void *src, void *dst, int64_t y0, int64_t y1, int64_
                     R[k] = s[3 * k]; G[k] = s[3 * k + 1]; B[k] = s[3 * k + 2];
                 }
             }
-            for (int k = 0; k < n; k++) {
-                float r0 = R[k], g0 = G[k], b0 = B[k];
-                R[k] = a0 * r0 + a1 * g0 + a2 * b0;
-                G[k] = a3 * r0 + a4 * g0 + a5 * b0;
-                B[k] = a6 * r0 + a7 * g0 + a8 * b0;
-            }
+            mat3_block(m_in, R, G, B, n);
             if (tone_on) {
                 for (int k = 0; k < n; k++) {
                     float r = R[k], g = G[k], b = B[k];
@@ -104,14 +105,7 @@ int monet_render_rows(const void *src, void *dst, int64_t y0, int64_t y1, int64_
                     R[k] = r * ratio + ped; G[k] = g * ratio + ped; B[k] = b * ratio + ped;
                 }
             }
-            if (color_on) {
-                for (int k = 0; k < n; k++) {
-                    float r = R[k], g = G[k], b = B[k];
-                    R[k] = c0 * r + c1 * g + c2 * b;
-                    G[k] = c3 * r + c4 * g + c5 * b;
-                    B[k] = c6 * r + c7 * g + c8 * b;
-                }
-            }
+            if (color_on) mat3_block(m_col, R, G, B, n);
             if (hsl_on) {
                 for (int k = 0; k < n; k++) {
                     float r = R[k], g = G[k], b = B[k];
@@ -144,7 +138,7 @@ int monet_render_rows(const void *src, void *dst, int64_t y0, int64_t y1, int64_
                     float xr = (db - dg) * inv_sqrt3, xg = (dr - db) * inv_sqrt3, xb = (dg - dr) * inv_sqrt3;
                     float rr = dr * cs + xr * sn + dot, rg = dg * cs + xg * sn + dot, rb = db * cs + xb * sn + dot;
                     float ly = l0 * rr + l1 * rg + l2 * rb;
-                    float s = mx > 0 ? c / (mx > 0 ? mx : 1.0f) : 0.0f;
+                    float s = mx > 0 ? c / (mx > 0 ? mx : 1.0f) : 0.0f; /* no 0/0 in any SIMD lane */
                     float q = s / (float)CHROMA_FULL;
                     q = q > 1 ? 1.0f : q;
                     q = q * q * (3.0f - 2.0f * q);
@@ -155,11 +149,11 @@ int monet_render_rows(const void *src, void *dst, int64_t y0, int64_t y1, int64_
                     R[k] = on ? nr : r; G[k] = on ? ng : g; B[k] = on ? nb : b;
                 }
             }
+            mat3_block(m_out, R, G, B, n);
             if (use_encode) {
                 uint16_t *d = d16 + p0;
                 for (int k = 0; k < n; k++) {
-                    float r = R[k], g = G[k], b = B[k];
-                    float v[3] = {o0 * r + o1 * g + o2 * b, o3 * r + o4 * g + o5 * b, o6 * r + o7 * g + o8 * b};
+                    const float v[3] = {R[k], G[k], B[k]};
                     for (int ch = 0; ch < 3; ch++) {
                         int32_t i; float f;
                         LOG_INDEX(v[ch], n_enc, i, f);
@@ -174,10 +168,7 @@ int monet_render_rows(const void *src, void *dst, int64_t y0, int64_t y1, int64_
             } else {
                 float *d = df + p0;
                 for (int k = 0; k < n; k++) {
-                    float r = R[k], g = G[k], b = B[k];
-                    d[3 * k] = o0 * r + o1 * g + o2 * b;
-                    d[3 * k + 1] = o3 * r + o4 * g + o5 * b;
-                    d[3 * k + 2] = o6 * r + o7 * g + o8 * b;
+                    d[3 * k] = R[k]; d[3 * k + 1] = G[k]; d[3 * k + 2] = B[k];
                 }
             }
         }

@@ -82,6 +82,16 @@ def _log_index(v, n):
     return i, f
 
 
+@numba.njit(fastmath=True, inline="always", cache=True)
+def _mat3_block(m, R, G, B, n):
+    """rgb = m · rgb for the first ``n`` pixels of a block, in place."""
+    for k in range(n):
+        r, g, b = R[k], G[k], B[k]
+        R[k] = m[0, 0] * r + m[0, 1] * g + m[0, 2] * b
+        G[k] = m[1, 0] * r + m[1, 1] * g + m[1, 2] * b
+        B[k] = m[2, 0] * r + m[2, 1] * g + m[2, 2] * b
+
+
 # numba's workqueue threading layer (what numba uses without TBB or OpenMP, e.g. on a Mac
 # without libomp) aborts the process when two threads run parallel code at once, as
 # `monet apply -j 2` and `monet plan -j 2` would: their calls take turns (each already uses
@@ -135,11 +145,7 @@ def _render_kernel(src, dst, decode_lut, m_in, luma, tone_on, tone_ratio, tone_p
                     R[k] = np.float32(src[y, x0 + k, 0])
                     G[k] = np.float32(src[y, x0 + k, 1])
                     B[k] = np.float32(src[y, x0 + k, 2])
-            for k in range(n):
-                r0, g0, b0 = R[k], G[k], B[k]
-                R[k] = m_in[0, 0] * r0 + m_in[0, 1] * g0 + m_in[0, 2] * b0
-                G[k] = m_in[1, 0] * r0 + m_in[1, 1] * g0 + m_in[1, 2] * b0
-                B[k] = m_in[2, 0] * r0 + m_in[2, 1] * g0 + m_in[2, 2] * b0
+            _mat3_block(m_in, R, G, B, n)
             if tone_on:
                 for k in range(n):
                     r, g, b = R[k], G[k], B[k]
@@ -150,11 +156,7 @@ def _render_kernel(src, dst, decode_lut, m_in, luma, tone_on, tone_ratio, tone_p
                     G[k] = g * ratio + ped
                     B[k] = b * ratio + ped
             if color_on:
-                for k in range(n):
-                    r, g, b = R[k], G[k], B[k]
-                    R[k] = m_col[0, 0] * r + m_col[0, 1] * g + m_col[0, 2] * b
-                    G[k] = m_col[1, 0] * r + m_col[1, 1] * g + m_col[1, 2] * b
-                    B[k] = m_col[2, 0] * r + m_col[2, 1] * g + m_col[2, 2] * b
+                _mat3_block(m_col, R, G, B, n)
             if hsl_on:
                 for k in range(n):
                     r, g, b = R[k], G[k], B[k]
@@ -194,19 +196,16 @@ def _render_kernel(src, dst, decode_lut, m_in, luma, tone_on, tone_ratio, tone_p
                     R[k] = (Y + (rr - ly) * chroma) * m if on else r
                     G[k] = (Y + (rg - ly) * chroma) * m if on else g
                     B[k] = (Y + (rb - ly) * chroma) * m if on else b
+            _mat3_block(m_out, R, G, B, n)
             for k in range(n):
-                r, g, b = R[k], G[k], B[k]
-                o0 = m_out[0, 0] * r + m_out[0, 1] * g + m_out[0, 2] * b
-                o1 = m_out[1, 0] * r + m_out[1, 1] * g + m_out[1, 2] * b
-                o2 = m_out[2, 0] * r + m_out[2, 1] * g + m_out[2, 2] * b
                 if use_encode:
-                    dst[y, x0 + k, 0] = _encode(o0, encode_lut, n_enc, out_max, q_max)
-                    dst[y, x0 + k, 1] = _encode(o1, encode_lut, n_enc, out_max, q_max)
-                    dst[y, x0 + k, 2] = _encode(o2, encode_lut, n_enc, out_max, q_max)
+                    dst[y, x0 + k, 0] = _encode(R[k], encode_lut, n_enc, out_max, q_max)
+                    dst[y, x0 + k, 1] = _encode(G[k], encode_lut, n_enc, out_max, q_max)
+                    dst[y, x0 + k, 2] = _encode(B[k], encode_lut, n_enc, out_max, q_max)
                 else:
-                    dst[y, x0 + k, 0] = o0
-                    dst[y, x0 + k, 1] = o1
-                    dst[y, x0 + k, 2] = o2
+                    dst[y, x0 + k, 0] = R[k]
+                    dst[y, x0 + k, 1] = G[k]
+                    dst[y, x0 + k, 2] = B[k]
 
 
 @numba.njit(fastmath=True, inline="always", cache=True)
