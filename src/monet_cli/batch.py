@@ -265,17 +265,20 @@ def default_jobs(n_photos: int) -> int:
     return 2 if n_photos > 1 and threads() >= 2 else 1
 
 
-def run_batch(photos: list[Path], job: Callable[[Path], ItemResult | dict], *, jobs: int = 1,
+def run_batch(photos: list[Path], job: Callable[[Path], ItemResult | dict], *, jobs: int | None = 1,
               lock_dir: Path | None = None, verb: str = "processing", quiet: bool = False,
               as_json: bool = False, console=None, missing: list | None = None,
               output_dirs: Iterable = (), silent: bool = False) -> BatchSummary:
-    """Run ``job`` on each photo (``jobs`` at a time), each under its :class:`PhotoLock`.
+    """Run ``job`` on each photo (``jobs`` at a time; None: :func:`default_jobs`), each under its
+    :class:`PhotoLock`.
 
     ``job`` returns a dict of facts (status ok) or raises :class:`Skip` / :class:`MonetError`.
     Output: a rich progress bar on a terminal; otherwise one plain line per item; with
     ``as_json`` one JSON line per item on stdout; nothing with ``silent`` (the caller reports). Ctrl-C stops taking new items, lets the
     running ones finish their atomic write, and returns with ``interrupted``.
     """
+    if jobs is None:
+        jobs = default_jobs(len(photos))
     if jobs < 1:
         raise UsageError("--jobs must be at least 1")
     for d in (lock_dir, *output_dirs):

@@ -178,10 +178,6 @@ def apply_cmd(
 
     global _FAST_EXIT
     _FAST_EXIT = True  # main() may skip the interpreter's teardown once this command is done
-    if jobs is None:
-        from monet_cli.batch import default_jobs
-
-        jobs = default_jobs(len(photos))
     summary = run_batch(photos, job, jobs=jobs, verb="rendering", quiet=quiet, as_json=as_json,
                         console=con, missing=missing, output_dirs=[d for d in (out_dir, sidecar_dir) if d],
                         silent=single and not as_json)

@@ -159,10 +159,8 @@ def plan_cmd(
             d["plan"] = out.plan.to_dict()
         return d
 
-    if jobs is None:
-        from monet_cli.batch import default_jobs
-
-        jobs = default_jobs(len(photos)) if backend.strip().lower() in ("auto", "rules") else 1
+    if jobs is None and backend.strip().lower() not in ("auto", "rules"):
+        jobs = 1  # a model: one photo at a time unless asked (the embedded planners: run_batch's default)
     summary = run_batch(photos, job, jobs=jobs, lock_dir=sidecar_dir, verb="planning", quiet=quiet,
                         as_json=as_json, console=con, missing=missing, silent=single and not as_json)
     if single and not as_json:
